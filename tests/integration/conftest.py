@@ -1,0 +1,85 @@
+"""Fixtures that mount a real kdbusfs for integration tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _wait_for(path: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if os.path.exists(path):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"kdbusfs exited early: {proc.returncode}")
+        time.sleep(0.02)
+    raise TimeoutError(f"{path} did not appear")
+
+
+def _unmount(mountpoint: str) -> None:
+    subprocess.run(["umount", "-l", mountpoint], stderr=subprocess.DEVNULL)
+
+
+class Mount:
+    """A running kdbusfs server in the foreground, as a child process."""
+
+    def __init__(self, mountpoint: str, proc: subprocess.Popen, log: str):
+        self.path = mountpoint
+        self.proc = proc
+        self.log = log
+
+    @property
+    def control(self) -> str:
+        return os.path.join(self.path, "control")
+
+    def server_log(self) -> str:
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        _unmount(self.path)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_mount(mountpoint: str, *extra: str) -> Mount:
+    os.makedirs(mountpoint, exist_ok=True)
+    log = mountpoint.rstrip("/") + ".log"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    with open(log, "w") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "kdbusfs", "-f", *extra, mountpoint],
+                                stdout=logf, stderr=subprocess.STDOUT, env=env)
+    m = Mount(mountpoint, proc, log)
+    try:
+        _wait_for(m.control, proc)
+    except Exception:
+        m.stop()
+        raise
+    return m
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """A fresh kdbusfs instance, world-accessible, unmounted afterwards."""
+    os.chmod(tmp_path, 0o755)
+    m = start_mount(str(tmp_path / "kdbus"))
+    try:
+        yield m
+    finally:
+        m.stop()
+        log = m.server_log()
+        # The server must never log an unexpected exception.
+        assert "Traceback" not in log, log
