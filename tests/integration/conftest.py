@@ -72,10 +72,20 @@ def start_mount(mountpoint: str, *extra: str) -> Mount:
 
 
 @pytest.fixture
-def mount(tmp_path):
-    """A fresh kdbusfs instance, world-accessible, unmounted afterwards."""
-    os.chmod(tmp_path, 0o755)
-    m = start_mount(str(tmp_path / "kdbus"))
+def mount_base():
+    """A directory every uid can reach (pytest's tmp_path is root-only)."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="kdbusfs-test-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def mount(mount_base):
+    """A fresh kdbusfs instance, reachable by every uid, unmounted afterwards."""
+    m = start_mount(os.path.join(mount_base, "kdbus"))
     try:
         yield m
     finally:
