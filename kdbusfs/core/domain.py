@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..abi import constants as K
+from ..abi import limits
 from ..abi.errors import KdbusError
 from ..abi.items import encode_item
 from ..abi.names import is_well_known_name
@@ -32,8 +33,8 @@ from .match import parse_entry
 from .policy import parse_policy
 from .pool import AnonymousStore
 
-MAX_BUSES_PER_USER = 16
-MAX_CONNS_PER_USER = 1024
+MAX_BUSES_PER_USER = limits.KDBUS_USER_MAX_BUSES
+MAX_CONNS_PER_USER = limits.KDBUS_USER_MAX_CONN
 _INFO = struct.Struct("<QQQ")
 _SPECIAL = K.KDBUS_HELLO_ACTIVATOR | K.KDBUS_HELLO_POLICY_HOLDER | K.KDBUS_HELLO_MONITOR
 

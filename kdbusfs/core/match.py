@@ -12,10 +12,11 @@ import errno
 import struct
 
 from ..abi import constants as K
+from ..abi import limits
 from ..abi.errors import KdbusError
 from ..abi.names import is_well_known_name, parse_string
 
-MAX_ENTRIES = 256
+MAX_ENTRIES = limits.KDBUS_MATCH_MAX
 ANY = K.KDBUS_MATCH_ID_ANY
 
 _SIGNAL, _NOTIFY, _NEVER = 1, 2, 4

@@ -12,15 +12,11 @@ from __future__ import annotations
 import struct
 
 from ..abi import constants as K
-from ..abi.items import encode_item
+from ..abi.items import align8, encode_item
 
 HEADER = struct.Struct("<QQqQQQQQ")   # size flags priority dst src type cookie timeout
 _VEC = struct.Struct("<QQ")
 NULL_VEC_OFFSET = 0xFFFFFFFFFFFFFFFF
-
-
-def align8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 class Outgoing:

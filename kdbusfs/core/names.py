@@ -12,9 +12,10 @@ import errno
 import itertools
 
 from ..abi import constants as K
+from ..abi import limits
 from ..abi.errors import KdbusError
 
-MAX_RECORDS_PER_CONN = 256
+MAX_RECORDS_PER_CONN = limits.KDBUS_CONN_MAX_NAMES
 _STORED = K.KDBUS_NAME_ALLOW_REPLACEMENT | K.KDBUS_NAME_QUEUE
 
 

@@ -14,12 +14,9 @@ import errno
 import mmap
 
 from ..abi.errors import KdbusError
+from ..abi.items import align8
 
 ALIGN = 8
-
-
-def align8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 class AnonymousStore:

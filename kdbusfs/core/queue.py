@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import errno
 
+from ..abi import limits
 from ..abi.errors import KdbusError
 
-MAX_MSGS_PER_USER = 256
-MAX_FDS_PER_USER = 16
+MAX_MSGS_PER_USER = limits.KDBUS_CONN_MAX_MSGS_PER_USER
+MAX_FDS_PER_USER = limits.KDBUS_CONN_MAX_FDS_PER_USER
 
 
 class QueueEntry:

@@ -8,7 +8,9 @@ that wait was interrupted by a signal, the result for the resumed SEND.
 
 from __future__ import annotations
 
-MAX_PENDING = 128
+from ..abi import limits
+
+MAX_PENDING = limits.KDBUS_CONN_MAX_REQUESTS_PENDING
 
 
 class Reply:

@@ -13,15 +13,16 @@ import struct
 from dataclasses import dataclass, field
 
 from ..abi import constants as K
+from ..abi import limits
 from ..abi.errors import KdbusError
 from ..abi.names import is_well_known_name, parse_string
 from .connection import ORDINARY
 from .match import Signal
 from .reply import MAX_PENDING, Reply
 
-MAX_VEC_TOTAL = 2 * 1024 * 1024
-MAX_MEMFDS = 16
-MAX_FDS = 16
+MAX_VEC_TOTAL = limits.KDBUS_MSG_MAX_PAYLOAD_VEC_SIZE
+MAX_MEMFDS = limits.KDBUS_MSG_MAX_MEMFD_ITEMS
+MAX_FDS = limits.KDBUS_MSG_MAX_FDS
 BROADCAST = K.KDBUS_DST_ID_BROADCAST
 BLOCKED = object()          # the SEND waits for its reply (SYNC_REPLY)
 _U64 = 0xFFFFFFFFFFFFFFFF
