@@ -1,0 +1,186 @@
+"""Messages across processes and uids on a real mount: by id and by name,
+synchronous calls, poll wake-ups, pool isolation, signals on blocked calls."""
+
+import errno
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kdbusfs.abi import constants as K
+from kdbusfs.abi.items import encode_item
+
+from .procs import ENV, ROOT, actor, finish, line, run_actor
+from .rawabi import Conn, cmd, ioctl, make_bus, name_item
+
+
+@pytest.fixture
+def bus(mount):
+    fd, path = make_bus(mount.path)
+    yield path
+    os.close(fd)
+
+
+def test_call_by_name_across_processes(bus):
+    svc = actor("echo", bus, "org.example.Echo")
+    try:
+        assert line(svc)[0] == "ready"
+        out = run_actor("call", bus, "org.example.Echo", "hello")
+        assert out == [["reply", "2", "echo:", "hello"]]
+    finally:
+        finish(svc)
+
+
+def test_clients_as_different_uids_need_policy(mount):
+    """uid 1000 owns the bus; uid 1001 may only talk to it once a policy
+    holder (the bus owner) grants TALK; replies need no policy."""
+    owner = actor("makebus", mount.path, "shared", uid=1000)
+    try:
+        _, bus = line(owner)
+        svc = actor("echo", bus, "org.example.Shared", "2", uid=1000)
+        assert line(svc)[0] == "ready"
+        out = run_actor("call", bus, "org.example.Shared", "first", uid=1001)
+        assert out == [["error", str(errno.EPERM)]]
+        holder = _policy_holder(bus, "org.example.Shared")
+        out = run_actor("call", bus, "org.example.Shared", "second", uid=1001)
+        assert out[0][0] == "reply" and out[0][-1] == "second"
+        holder.close()
+        finish(svc)
+    finally:
+        finish(owner)
+
+
+def _policy_holder(bus, name):
+    items = name_item(K.KDBUS_ITEM_NAME, name) + encode_item(
+        K.KDBUS_ITEM_POLICY_ACCESS,
+        (K.KDBUS_POLICY_ACCESS_WORLD).to_bytes(8, "little")
+        + (K.KDBUS_POLICY_TALK).to_bytes(8, "little") + bytes(8))
+    # root opens it: privileged, so it counts as owner of the bus
+    return Conn(bus, flags=K.KDBUS_HELLO_POLICY_HOLDER, items=items)
+
+
+def test_mapping_shows_only_its_own_pool(bus):
+    a, b, c = Conn(bus), Conn(bus), Conn(bus)
+    secret = b"only-for-b-" + os.urandom(8).hex().encode()
+    assert a.send(b.id, secret)[0] == 0
+    assert a.send(c.id, b"for-c")[0] == 0
+    rc, m = b.recv(K.KDBUS_RECV_PEEK)
+    assert rc == 0 and m["payload"] == secret
+    assert secret in bytes(b.pool)
+    for other in (a, c):
+        assert secret not in bytes(other.pool)
+    # after the kernel drops its cached pages, faults are served from our copy
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+    assert secret in bytes(b.pool) and secret not in bytes(c.pool)
+    for x in (a, b, c):
+        x.close()
+
+
+def test_poll_reports_pollin_when_a_message_is_queued(bus):
+    a, b = Conn(bus), Conn(bus)
+    p = select.poll()
+    p.register(b.fd, select.POLLIN)
+    assert p.poll(0) == []
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import time, sys
+sys.path.insert(0, {ROOT!r})
+from tests.integration.rawabi import Conn
+c = Conn({bus!r})
+time.sleep(0.3)
+assert c.send({b.id}, b"wake up")[0] == 0
+"""], env=ENV)
+    t0 = time.monotonic()
+    ev = p.poll(10_000)
+    assert ev and ev[0][1] & select.POLLIN
+    assert 0.2 < time.monotonic() - t0 < 5
+    assert b.recv()[1]["payload"] == b"wake up"
+    assert child.wait(10) == 0
+    # epoll too
+    ep = select.epoll()
+    ep.register(b.fd, select.EPOLLIN)
+    assert ep.poll(0) == []
+    a.send(b.id, b"again")
+    assert ep.poll(5)
+    ep.close()
+    a.close()
+    b.close()
+
+
+def test_poll_on_a_dead_connection_is_hup(bus):
+    a = Conn(bus)
+    assert ioctl(a.fd, K.KDBUS_CMD_BYEBYE, cmd(24)) == 0
+    p = select.poll()
+    p.register(a.fd, select.POLLIN)
+    ev = p.poll(1000)
+    assert ev and ev[0][1] & (select.POLLHUP | select.POLLERR)
+    a.close()
+
+
+BLOCKED_CALL = r"""
+import errno, signal, sys, time
+sys.path.insert(0, {root!r})
+from kdbusfs.abi import constants as K
+from tests.integration.rawabi import Conn
+signal.signal(signal.SIGUSR1, lambda *a: None)
+c = Conn({bus!r})
+print("ready", flush=True)
+t0 = time.monotonic()
+rc, _ = c.send({dst}, b"never answered", flags=K.KDBUS_MSG_EXPECT_REPLY, cookie=5,
+               timeout_or_reply=time.monotonic_ns() + 60 * 10**9, sync=True)
+print(rc, round(time.monotonic() - t0, 2), flush=True)
+"""
+
+
+def test_a_signal_releases_a_blocked_sync_call_with_eintr(bus):
+    silent = Conn(bus)
+    p = subprocess.Popen([sys.executable, "-c", BLOCKED_CALL.format(root=ROOT, bus=bus,
+                                                                     dst=silent.id)],
+                         env=ENV, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    os.kill(p.pid, signal.SIGUSR1)
+    out = p.stdout.readline().split()
+    p.wait(10)
+    p.stdout.close()
+    assert int(out[0]) == errno.EINTR and float(out[1]) < 5
+    silent.close()
+
+
+def test_sync_call_to_a_peer_that_dies_gets_epipe(bus):
+    silent = Conn(bus)
+    p = subprocess.Popen([sys.executable, "-c", BLOCKED_CALL.format(root=ROOT, bus=bus,
+                                                                     dst=silent.id)],
+                         env=ENV, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    silent.close()
+    out = p.stdout.readline().split()
+    p.wait(10)
+    p.stdout.close()
+    assert int(out[0]) == errno.EPIPE
+
+
+def test_sync_call_times_out(bus):
+    silent = Conn(bus)
+    caller = Conn(bus)
+    t0 = time.monotonic()
+    rc, _ = caller.send(silent.id, b"x", flags=K.KDBUS_MSG_EXPECT_REPLY, cookie=1,
+                        timeout_or_reply=time.monotonic_ns() + 300_000_000, sync=True)
+    assert rc == errno.ETIMEDOUT and 0.25 < time.monotonic() - t0 < 3
+    silent.close()
+    caller.close()
+
+
+def test_large_payload_round_trip(bus):
+    a, b = Conn(bus, pool_size=8 << 20), Conn(bus, pool_size=8 << 20)
+    data = os.urandom(1 << 20)
+    assert a.send(b.id, data)[0] == 0
+    rc, m = b.recv()
+    assert rc == 0 and m["payload"] == data
+    a.close()
+    b.close()
