@@ -294,13 +294,15 @@ static inline int kc_send(struct kc_conn *c, const struct kc_send *s, struct kdb
 }
 
 /* RECV: *msg points at the message in the pool (kc_free it); -EAGAIN if none. */
-static inline int kc_recv(struct kc_conn *c, struct kdbus_msg **msg, uint64_t *dropped)
+static inline int kc_recv_flags(struct kc_conn *c, struct kdbus_msg **msg,
+				uint64_t *dropped, uint64_t flags)
 {
 	struct kdbus_cmd_recv cmd;
 	int r;
 
 	memset(&cmd, 0, sizeof(cmd));
 	cmd.size = sizeof(cmd);
+	cmd.flags = flags;
 	r = kc_ioctl(c->fd, KDBUS_CMD_RECV, &cmd);
 	if (dropped)
 		*dropped = cmd.dropped_msgs;
@@ -308,6 +310,11 @@ static inline int kc_recv(struct kc_conn *c, struct kdbus_msg **msg, uint64_t *d
 		return r;
 	*msg = (struct kdbus_msg *)(c->pool + cmd.msg.offset);
 	return 0;
+}
+
+static inline int kc_recv(struct kc_conn *c, struct kdbus_msg **msg, uint64_t *dropped)
+{
+	return kc_recv_flags(c, msg, dropped, 0);
 }
 
 /* Block until the connection is readable (or broken); timeout_ms -1 = forever. */

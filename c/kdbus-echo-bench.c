@@ -3,7 +3,7 @@
  * kdbus-echo-bench - round-trip latency of echo calls over one kdbus bus.
  *
  *   kdbus-echo-bench (-b BUS | -c CONTROL) [-s SIZE[,SIZE...]] [-n PER_REP]
- *                    [-r REPS] [-w WARMUP] [-p POOL_SIZE] [-N]
+ *                    [-r REPS] [-w WARMUP] [-p POOL_SIZE] [-N] [-B]
  *
  * A forked service connection echoes every request's payload back; the
  * client times synchronous calls (SEND with EXPECT_REPLY|SYNC_REPLY, reply
@@ -28,6 +28,7 @@
 #define BENCH_NAME "org.kdbusfs.EchoBench"
 
 static size_t pool_size = 64u * 1024 * 1024;
+static int block_recv;
 
 static void die(const char *what, int r)
 {
@@ -62,7 +63,8 @@ static int service(const char *bus, int ready_fd, int by_name)
 		const struct kdbus_item *it;
 		uint64_t p, len = 0;
 
-		r = kc_recv(&c, &msg, NULL);
+		/* with -B, block in RECV (a kdbusfs extension) instead of poll */
+		r = kc_recv_flags(&c, &msg, NULL, block_recv ? KDBUSFS_RECV_BLOCK : 0);
 		if (r == -EAGAIN) {
 			r = kc_wait(&c, -1);
 			if (r < 0)
@@ -256,7 +258,8 @@ static void run_size(struct kc_conn *c, const struct target *t, size_t size, siz
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: kdbus-echo-bench (-b BUS | -c CONTROL) [-s SIZE[,SIZE...]] "
-		   "[-n PER_REP] [-r REPS] [-w WARMUP] [-p POOL_SIZE] [-N]\n");
+		   "[-n PER_REP] [-r REPS] [-w WARMUP] [-p POOL_SIZE] [-N] [-B]\n"
+		   "  -B  the service blocks in RECV (KDBUSFS_RECV_BLOCK) instead of poll()\n");
 }
 
 int main(int argc, char **argv)
@@ -270,7 +273,7 @@ int main(int argc, char **argv)
 	uint64_t service_id;
 	pid_t pid;
 
-	while ((opt = getopt(argc, argv, "b:c:s:n:r:w:p:Nh")) != -1) {
+	while ((opt = getopt(argc, argv, "b:c:s:n:r:w:p:NBh")) != -1) {
 		switch (opt) {
 		case 'b': bus = optarg; break;
 		case 'c': control = optarg; break;
@@ -280,6 +283,7 @@ int main(int argc, char **argv)
 		case 'w': warmup = strtoull(optarg, NULL, 0); break;
 		case 'p': pool_size = strtoull(optarg, NULL, 0); break;
 		case 'N': by_name = 1; break;
+		case 'B': block_recv = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -132,7 +132,8 @@ COMMANDS: Mapping[int, CommandSpec] = MappingProxyType({s.number: s for s in (
     _spec("KDBUS_CMD_SEND", "kdbus_cmd_send", C.KDBUS_SEND_SYNC_REPLY,
           (C.KDBUS_ITEM_CANCEL_FD,)),
     _spec("KDBUS_CMD_RECV", "kdbus_cmd_recv",
-          C.KDBUS_RECV_PEEK | C.KDBUS_RECV_DROP | C.KDBUS_RECV_USE_PRIORITY),
+          C.KDBUS_RECV_PEEK | C.KDBUS_RECV_DROP | C.KDBUS_RECV_USE_PRIORITY
+          | C.KDBUSFS_RECV_BLOCK),
     _spec("KDBUS_CMD_NAME_ACQUIRE", "kdbus_cmd",
           C.KDBUS_NAME_REPLACE_EXISTING | C.KDBUS_NAME_ALLOW_REPLACEMENT | C.KDBUS_NAME_QUEUE,
           (C.KDBUS_ITEM_NAME,), mandatory=(C.KDBUS_ITEM_NAME,)),

@@ -770,9 +770,18 @@ struct kdbus_cmd {
  * types, flags and ioctl numbers must not collide with kdbus ones, must be
  * rejected by a stock kdbus (so a client can probe with negotiation), and
  * every value must be a plain integer expression that kdbusfs/abi can
- * parse.  Nothing is defined yet.
+ * parse.
  */
 /* BEGIN kdbusfs extensions */
+/*
+ * KDBUSFS_RECV_BLOCK - kdbus_cmd_recv.flags: when nothing can be received,
+ * block in the RECV ioctl instead of failing with EAGAIN, until a message
+ * (or a lost-message count) is there, the connection dies (ECONNRESET) or
+ * a signal arrives (EINTR).  Saves the poll round trip a FUSE server pays
+ * for every wake-up.  A stock kdbus rejects the bit (EINVAL); probe for it
+ * with KDBUS_FLAG_NEGOTIATE.  Plain poll() keeps working as before.
+ */
+#define KDBUSFS_RECV_BLOCK		(1ULL << 32)
 /* END kdbusfs extensions */
 
 #endif /* KDBUSFS_UAPI_KDBUS_H */

@@ -16,8 +16,11 @@ from ..abi import constants as K
 from ..abi import limits
 from ..abi.errors import KdbusError
 from ..abi.names import is_well_known_name, parse_string
+from . import metadata as md
 from .connection import ORDINARY
+from .effects import PoolWrite
 from .match import Signal
+from .message import build_user_record, payload_chunks
 from .reply import MAX_PENDING, Reply
 
 MAX_VEC_TOTAL = limits.KDBUS_MSG_MAX_PAYLOAD_VEC_SIZE
@@ -141,7 +144,8 @@ class MetaOnce:
         self.meta = None
 
     def get(self, mask: int):
-        if self.meta is None and self.collect is not None:
+        # reading /proc costs more than the rest of a SEND: only when asked
+        if self.meta is None and self.collect is not None and mask & md.PROCESS:
             self.meta = self.collect(mask)
         return self.meta
 
@@ -256,8 +260,6 @@ def _reply(domain, bus, conn, dst, msg, meta) -> None:
 
 
 def _deliver_sync_reply(bus, conn, dst, msg, meta, ts, tracker) -> None:
-    from . import metadata as md
-    from .message import build_user_record, payload_chunks
     if msg.fds and not dst.accept_fd:
         raise KdbusError(errno.ECOMM, "requester does not accept fds")
     items = md.encode(meta, bus.mask_for(conn, dst), names=bus.names_of(conn),
@@ -270,7 +272,6 @@ def _deliver_sync_reply(bus, conn, dst, msg, meta, ts, tracker) -> None:
     s.kernel = False
     s.user = True
     bus._copy_to_monitors(conn, msg, meta, ts)
-    from .effects import PoolWrite
     bus._effect(PoolWrite(dst, s.offset, s.size))
     flags = K.KDBUS_RECV_RETURN_INCOMPLETE_FDS if (msg.fds or msg.memfds) else 0
     bus.domain.consume(tracker)

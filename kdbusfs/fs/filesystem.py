@@ -306,6 +306,42 @@ class KdbusFS(Operations):
             waiter.call.req.reply_error(errno.ECANCELED)
             self.apply_effects()
 
+    # -- blocked RECVs (KDBUSFS_RECV_BLOCK) -----------------------------------------
+    def park_recv(self, call, flags: int, prio: int) -> None:
+        h = call.handle
+        entry = (call, flags, prio)
+
+        def interrupted(_req):
+            if entry in h.parked:
+                h.parked.remove(entry)
+            call.fail_writeback()
+            call.req.reply_error(errno.EINTR)
+
+        call.req.defer(on_interrupt=interrupted)
+        h.parked.append(entry)
+
+    def _retry_parked(self, h) -> None:
+        """The connection became readable (or died): answer parked RECVs in
+        arrival order while there is something for them."""
+        from ..abi.errors import KdbusError
+        while h.parked:
+            call, flags, prio = h.parked[0]
+            try:
+                reply = ioctlmod.recv_attempt(call, flags, prio, may_block=True)
+            except KdbusError as e:
+                h.parked.pop(0)
+                call.fail_writeback()
+                call.req.reply_error(e.errno)
+                continue
+            except FuseError as e:
+                h.parked.pop(0)
+                call.req.reply_error(e.errno)
+                continue
+            if reply is None:
+                return
+            h.parked.pop(0)
+            call.req.reply_ioctl(0, reply.data, after_stores=True)
+
     # -- reply deadlines ------------------------------------------------------------------
     def _poke_timer(self) -> None:
         d = self.domain.next_deadline()
@@ -330,9 +366,16 @@ class KdbusFS(Operations):
 
     # -- effects ------------------------------------------------------------------------------
     def apply_effects(self) -> None:
-        effects = self.domain.take_effects()
-        if not effects:
-            return
+        # answering a parked RECV is itself a command with effects: loop
+        while True:
+            effects = self.domain.take_effects()
+            if not effects:
+                break
+            self._apply(effects)
+        if self._timer_wake is not None:
+            self._poke_timer()
+
+    def _apply(self, effects) -> None:
         s = self.session
         woken = set()
         for e in effects:
@@ -345,7 +388,11 @@ class KdbusFS(Operations):
                 if e.conn not in woken:
                     woken.add(e.conn)
                     h = getattr(e.conn, "fs_handle", None)
-                    if h is not None and h.poll_khs and s is not None:
+                    if h is None:
+                        continue
+                    if h.parked:
+                        self._retry_parked(h)
+                    if h.poll_khs and s is not None:
                         for kh in h.poll_khs:
                             s.notify_poll(kh)
                         h.poll_khs.clear()
@@ -354,5 +401,3 @@ class KdbusFS(Operations):
                 e.token.complete(e.error, e.reply)
             elif t is ReleaseFds:
                 self.release_fds(e.fds)
-        if self._timer_wake is not None:
-            self._poke_timer()

@@ -12,7 +12,7 @@ FRESH, BUS_OWNER, ENDPOINT_OWNER, CONNECTION = "fresh", "bus-owner", "endpoint-o
 
 class Handle:
     __slots__ = ("fh", "node", "file", "endpoint", "who", "state", "bus", "owned_endpoint",
-                 "conn", "poll_khs", "tid")
+                 "conn", "poll_khs", "tid", "parked")
 
     def __init__(self, fh: int, node, file: str, endpoint, who, tid: int):
         self.fh = fh
@@ -26,3 +26,4 @@ class Handle:
         self.owned_endpoint = None      # the Endpoint an endpoint-owner fd created
         self.conn = None
         self.poll_khs: set[int] = set()
+        self.parked: list = []          # blocked RECVs (KDBUSFS_RECV_BLOCK)

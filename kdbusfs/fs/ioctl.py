@@ -336,11 +336,26 @@ def _list(call, cmd):
 
 
 def _recv(call, cmd):
-    conn = call.handle.conn
     prio = cmd.fields["priority"]
     if prio >= 1 << 63:
         prio -= 1 << 64
-    res = call.fs.domain.recv(conn, flags=cmd.flags, priority=prio)
+    flags = cmd.flags & ~K.KDBUSFS_RECV_BLOCK
+    reply = recv_attempt(call, flags, prio, may_block=bool(cmd.flags & K.KDBUSFS_RECV_BLOCK))
+    if reply is None:
+        call.fs.park_recv(call, flags, prio)
+        return DEFERRED
+    return reply
+
+
+def recv_attempt(call, flags: int, prio: int, *, may_block: bool):
+    """One RECV: the reply, or None when it should wait (KDBUSFS_RECV_BLOCK)
+    because there is nothing to report yet."""
+    conn = call.handle.conn
+    if not conn.alive:
+        raise KdbusError(errno.ECONNRESET, "connection is gone")
+    res = call.fs.domain.recv(conn, flags=flags, priority=prio)
+    if res.error == errno.EAGAIN and may_block and not res.dropped:
+        return None
     call.put_u64(32, res.dropped)
     call.put(40, struct.pack("<QQQ", res.offset, res.size, res.msg_return_flags))
     if res.error:

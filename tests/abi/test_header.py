@@ -123,13 +123,17 @@ def test_helper_macros(c_abi):
 
 # --- constants -----------------------------------------------------------------
 
+# kdbusfs extensions: ours, outside the sheet, never colliding with it.
+EXTENSIONS = {"KDBUSFS_RECV_BLOCK": 1 << 32}
+
+
 @needs_gcc
 def test_c_constants_match_sheet(c_abi):
-    assert c_abi["constants"] == sheet.CONSTANTS
+    assert c_abi["constants"] == {**sheet.CONSTANTS, **EXTENSIONS}
 
 
 def test_python_constants_match_sheet():
-    assert constants.VALUES == sheet.CONSTANTS
+    assert constants.VALUES == {**sheet.CONSTANTS, **EXTENSIONS}
     for name, value in sheet.CONSTANTS.items():
         assert getattr(constants, name) == value
 
@@ -268,12 +272,16 @@ def test_cdef_is_plain_declarations():
     assert "uint64_t" in src and "int64_t priority" in src
 
 
-def test_extension_section_is_an_empty_placeholder():
+def test_extension_section_holds_only_kdbusfs_names():
     text = ffi_module.HEADER_TEXT
     start = text.index("/* BEGIN kdbusfs extensions */")
     end = text.index("/* END kdbusfs extensions */")
     assert "kdbusfs extensions" in text[:start]
-    assert _header.strip_comments(text[start:end]).strip() == ""
+    names = [d for d, _ in _header.defines(_header.strip_comments(text[start:end]))]
+    assert sorted(names) == sorted(EXTENSIONS)
+    # a stock kdbus rejects every extension flag: none is a kdbus flag bit
+    assert EXTENSIONS["KDBUSFS_RECV_BLOCK"] & (constants.KDBUS_RECV_PEEK | constants.KDBUS_RECV_DROP
+                                               | constants.KDBUS_RECV_USE_PRIORITY) == 0
 
 
 @pytest.mark.parametrize("expr,value", [
