@@ -184,3 +184,43 @@ def test_large_payload_round_trip(bus):
     assert rc == 0 and m["payload"] == data
     a.close()
     b.close()
+
+
+def test_blocking_recv_extension(bus):
+    """KDBUSFS_RECV_BLOCK parks the RECV until a message arrives; a signal
+    releases it with EINTR; a dying connection with ECONNRESET."""
+    import threading
+    a, b = Conn(bus), Conn(bus)
+    got = {}
+
+    def receiver():
+        got["rc"], got["msg"] = b.recv(K.KDBUSFS_RECV_BLOCK)
+
+    t = threading.Thread(target=receiver)
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive()                 # parked: nothing to receive yet
+    assert a.send(b.id, b"unblock")[0] == 0
+    t.join(5)
+    assert got["rc"] == 0 and got["msg"]["payload"] == b"unblock"
+    # a message already queued is returned at once
+    a.send(b.id, b"queued")
+    assert b.recv(K.KDBUSFS_RECV_BLOCK)[1]["payload"] == b"queued"
+    p = subprocess.Popen([sys.executable, "-c", f"""
+import signal, sys
+sys.path.insert(0, {ROOT!r})
+from kdbusfs.abi import constants as K
+from tests.integration.rawabi import Conn
+signal.signal(signal.SIGUSR1, lambda *a: None)
+c = Conn({bus!r})
+print("ready", flush=True)
+print(c.recv(K.KDBUSFS_RECV_BLOCK)[0], flush=True)
+"""], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    os.kill(p.pid, signal.SIGUSR1)
+    assert int(p.stdout.readline()) == errno.EINTR
+    p.wait(10)
+    p.stdout.close()
+    a.close()
+    b.close()

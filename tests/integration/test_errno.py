@@ -134,7 +134,8 @@ def test_return_flags_are_cleared_on_error(conn):
 def test_negotiate(conn):
     c = cmd(64, flags=K.KDBUS_FLAG_NEGOTIATE)
     assert ioctl(conn.fd, K.KDBUS_CMD_RECV, c) == 0
-    assert c.u64(8) == K.KDBUS_RECV_PEEK | K.KDBUS_RECV_DROP | K.KDBUS_RECV_USE_PRIORITY
+    assert c.u64(8) == (K.KDBUS_RECV_PEEK | K.KDBUS_RECV_DROP | K.KDBUS_RECV_USE_PRIORITY
+                        | K.KDBUSFS_RECV_BLOCK)
     types = struct.pack("<3Q", K.KDBUS_ITEM_NAME, K.KDBUS_ITEM_PAYLOAD_VEC, K.KDBUS_ITEM_NEGOTIATE)
     c = cmd(24, encode_item(K.KDBUS_ITEM_NEGOTIATE, types), flags=K.KDBUS_FLAG_NEGOTIATE)
     assert ioctl(conn.fd, K.KDBUS_CMD_NAME_ACQUIRE, c) == 0
