@@ -181,5 +181,6 @@ def run_client(code, *, prefix=(), timeout=20, check=True):
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"client failed ({proc.returncode}):\n{proc.stdout.decode()}\n{proc.stderr.decode()}")
+        out, err = proc.stdout.decode(), proc.stderr.decode()
+        raise AssertionError(f"client failed ({proc.returncode}):\n{out}\n{err}")
     return proc

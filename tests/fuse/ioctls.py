@@ -18,14 +18,18 @@ DEFER_CB = io("K", 4)  # the same, with an on_interrupt callback
 RAISE = io("K", 5)  # the handler raises: EIO
 MAKE_READABLE = io("K", 6)  # /dev becomes readable (NOTIFY_POLL)
 CLEAR_READABLE = io("K", 7)
-STATS = ior("K", 8, 32)  # pending deferred, interrupt callbacks, pool READs, requests
+# pending deferred, interrupt callbacks, pool READs, requests, LOOKUPs of hello,
+# live pool inodes, nodeids forgotten
+STATS = ior("K", 8, 56)
 LATER = io("K", 9)  # deferred, answered 42 by a timer task after 50 ms
 # On /pool: struct {u64 offset; u64 addr; u64 size}: the server copies size
 # bytes from addr into the pool and pushes them with NOTIFY_STORE.
 PUSH = iow("K", 10, 24)
+INVAL_HELLO = io("K", 11)  # NOTIFY_INVAL_INODE and _ENTRY for /hello, replies after them
+SET_HELLO = iow("K", 12, 12)  # new contents for /hello (same size), no invalidation
 
 ECHO_MEM_HDR = struct.Struct("<QQ")
-STATS_STRUCT = struct.Struct("<QQQQ")
+STATS_STRUCT = struct.Struct("<QQQQQQQ")
 PUSH_STRUCT = struct.Struct("<QQQ")
 
 
@@ -64,8 +68,8 @@ def echo_mem(fd, data48, out=None):
 def stats(fd):
     buf = bytearray(STATS_STRUCT.size)
     fcntl.ioctl(fd, STATS, buf, True)
-    pending, interrupts, pool_reads, requests = STATS_STRUCT.unpack(buf)
-    return {"pending": pending, "interrupts": interrupts, "pool_reads": pool_reads, "requests": requests}
+    names = ("pending", "interrupts", "pool_reads", "requests", "hello_lookups", "pools", "forgotten")
+    return dict(zip(names, STATS_STRUCT.unpack(buf)))
 
 
 def push(fd, offset, data):

@@ -13,15 +13,18 @@ import trio
 from kdbusfs.fuse import (
     DEFERRED,
     Attr,
+    DirEntry,
     Entry,
     FuseError,
     IoctlReply,
     OpenReply,
     Operations,
+    Reply,
     Session,
     mount,
     unmount,
 )
+from kdbusfs.fuse.ops import DT_REG
 from kdbusfs.fuse.protocol import io
 
 from .conftest import is_mounted, mount_entry
@@ -30,6 +33,7 @@ from .ioctls import raw_ioctl
 pytestmark = pytest.mark.timeout(60)
 
 WRITER = "kdbusfs-fuse-writer"
+NAMES = [b"entry-%04d-" % i + b"x" * (i % 50) for i in range(1000)]
 
 
 class Probe(Operations):
@@ -61,6 +65,14 @@ class Probe(Operations):
     def open(self, req, nodeid, flags):
         return OpenReply(7)
 
+    def opendir(self, req, nodeid, flags):
+        return OpenReply(0)
+
+    def readdir(self, req, nodeid, fh, offset):
+        # More than one READDIR's worth: the session stops when the buffer is full.
+        for i in range(offset, len(NAMES)):
+            yield DirEntry(NAMES[i], 100 + i, DT_REG, i + 1)
+
     def ioctl(self, req, nodeid, fh, cmd, arg, in_data, out_size, flags):
         nr = cmd & 0xFF
         if nr == 1:
@@ -79,14 +91,18 @@ class Probe(Operations):
         if nr == 6:
             self.session.notify_store(2, 0, b"x")  # queued; fine at any time
             return IoctlReply(3, after_stores=True)
+        if nr == 7:
+            return Reply("not bytes")  # fails on the trio thread
+        if nr == 8:
+            return Reply("not bytes", after_stores=True)  # fails on the writer thread
         raise FuseError(errno.ENOTTY)
 
 
 async def serve(mountpoint, ops, client):
-    """Mount, serve, run client() in a thread, then stop; returns its result."""
+    """Mount, serve, run client(session) in a thread, stop; returns its result."""
     m = mount(mountpoint)
-    session = Session(m.fd, ops)
     try:
+        session = Session(m.fd, ops)
         async with trio.open_nursery() as nursery:
             await nursery.start(session.run)
             assert any(t.name == WRITER for t in threading.enumerate())
@@ -95,9 +111,11 @@ async def serve(mountpoint, ops, client):
             finally:
                 session.stop()
     finally:
-        if is_mounted(mountpoint):
-            unmount(mountpoint)
+        # Close the connection first: a request made after stop() (a close()
+        # sends FLUSH) would otherwise hang this very process.
         m.close()
+        if is_mounted(mountpoint):
+            unmount(mountpoint, lazy=True)
 
 
 def test_mount_as_root_and_stop_leaves_no_threads(tmp_path):
@@ -118,6 +136,16 @@ def test_mount_as_root_and_stop_leaves_no_threads(tmp_path):
     assert not any(t.name == WRITER for t in threading.enumerate())
     assert ops.destroyed == 1
     assert not is_mounted(mp)
+
+
+def test_readdir_many_entries(tmp_path):
+    mp = str(tmp_path)
+
+    def client(session):
+        return [(e.name, e.inode()) for e in os.scandir(mp)]
+
+    entries = trio.run(serve, mp, Probe(), client)
+    assert entries == [(n.decode(), 100 + i) for i, n in enumerate(NAMES)]
 
 
 def test_unmount_ends_run(tmp_path):
@@ -148,7 +176,7 @@ def test_every_path_is_answered(tmp_path, caplog):
         fd = os.open(os.path.join(mp, "f"), os.O_RDWR)
         results = {}
         try:
-            for nr in (1, 2, 3, 4, 6):
+            for nr in (1, 2, 3, 4, 6, 7, 8, 6):
                 try:
                     results[nr] = raw_ioctl(fd, io("P", nr))
                 except OSError as e:
@@ -167,18 +195,21 @@ def test_every_path_is_answered(tmp_path, caplog):
 
     with caplog.at_level(logging.DEBUG, logger="kdbusfs.fuse"):
         results = trio.run(serve, mp, ops, client)
-    assert results == {1: "EIO", 2: 5, 3: "EIO", 4: "EIO", 6: 3, "lookup": "EIO", "getxattr": errno.errorcode[errno.EOPNOTSUPP]}
+    assert results == {1: "EIO", 2: 5, 3: "EIO", 4: "EIO", 6: 3, 7: "EIO", 8: "EIO", "lookup": "EIO",
+                       "getxattr": errno.errorcode[errno.EOPNOTSUPP]}
     text = caplog.text
     assert "DEFERRED without req.defer()" in text
     assert "ignoring second reply" in text
     assert "invalid errno 99999" in text
     assert "lookup returned None" in text
+    assert "queued write for unique" in text  # ... and the writer thread lived on
 
 
 def test_stop_answers_deferred_requests(tmp_path):
     mp = str(tmp_path)
     ops = Probe()
     outcome = {}
+    answered = threading.Event()
 
     def blocked():
         fd = os.open(os.path.join(mp, "f"), os.O_RDWR)
@@ -186,19 +217,25 @@ def test_stop_answers_deferred_requests(tmp_path):
             raw_ioctl(fd, io("P", 5))
         except OSError as e:
             outcome["errno"] = e.errno
-        finally:
-            os.close(fd)
+        answered.set()
+        try:
+            os.close(fd)  # FLUSH: fails once the connection is closed
+        except OSError:
+            pass
+
+    t = threading.Thread(target=blocked)
 
     def client(session):
-        t = threading.Thread(target=blocked)
         t.start()
         while not ops.kept:
-            t.join(0.01)
+            answered.wait(0.01)
         trio.from_thread.run_sync(session.stop)
-        t.join(5)
-        return not t.is_alive()
+        return answered.wait(5)
 
-    assert trio.run(serve, mp, ops, client)
+    try:
+        assert trio.run(serve, mp, ops, client)
+    finally:
+        t.join(10)
     assert outcome["errno"] == errno.ECONNABORTED
     assert ops.kept[0].answered
     assert ops.kept[0].reply_error(errno.EIO) is False  # too late: ignored

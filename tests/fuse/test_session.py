@@ -1,6 +1,7 @@
 """The session against a real mount of the toy filesystem (tests/fuse/toyfs.py)."""
 
 import errno
+import fcntl
 import mmap
 import os
 import select
@@ -16,7 +17,7 @@ from kdbusfs.fuse import libc
 
 from . import ioctls as K
 from .conftest import PYTHON, REPO, child_env, is_mounted
-from .toyfs import HELLO_DATA, POOL_SIZE
+from .toyfs import HELLO_ATTR, HELLO_DATA, POOL_SIZE, STATFS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,12 +80,37 @@ def finish(proc, timeout=5.0):
 def test_read_and_list(toy):
     with open(toy.path("hello"), "rb") as f:
         assert f.read() == HELLO_DATA
-    assert sorted(os.listdir(toy.mountpoint)) == ["dev", "hello", "pool"]
-    st = os.stat(toy.path("hello"))
-    assert (st.st_size, st.st_mode & 0o777, st.st_mtime) == (len(HELLO_DATA), 0o444, 1.5e9)
-    assert os.statvfs(toy.mountpoint).f_namemax == 255
     with pytest.raises(FileNotFoundError):
         os.stat(toy.path("missing"))
+
+
+def test_struct_layouts_seen_by_the_kernel(toy):
+    a = HELLO_ATTR
+
+    def check(st):
+        assert (st.st_ino, st.st_mode, st.st_nlink) == (a.ino, a.mode, a.nlink)
+        assert (st.st_uid, st.st_gid) == (a.uid, a.gid)
+        assert (st.st_size, st.st_blocks, st.st_blksize) == (a.size, a.blocks, a.blksize)
+        assert (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns) == (
+            1_250_000_000_500_000_000, 1_500_000_000_000_000_000, 1_750_000_000_250_000_000)
+
+    fd = os.open(toy.path("hello"), os.O_RDONLY)
+    try:
+        check(os.stat(toy.path("hello")))  # attr inside entry_out (LOOKUP)
+        time.sleep(1.1)  # attr_valid is 1 s
+        check(os.fstat(fd))  # attr_out (GETATTR with a file handle)
+    finally:
+        os.close(fd)
+    # dirents
+    entries = {e.name: (e.inode(), e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False))
+               for e in os.scandir(toy.mountpoint)}
+    assert entries == {"hello": (2, False, True), "dev": (3, False, True), "pool": (1000, False, True)}
+    # kstatfs
+    v = os.statvfs(toy.mountpoint)
+    s = STATFS
+    assert (v.f_bsize, v.f_frsize, v.f_blocks, v.f_bfree, v.f_bavail) == (s.bsize, s.frsize, s.blocks,
+                                                                          s.bfree, s.bavail)
+    assert (v.f_files, v.f_ffree, v.f_namemax) == (s.files, s.ffree, s.namelen)
 
 
 def test_ioctl_echo(toy):
@@ -244,6 +270,49 @@ def test_store_shows_in_mmap(toy):
     finally:
         os.close(fd)
         os.close(other)
+        os.close(dev)
+
+
+def test_invalidation(toy):
+    def read_hello():
+        with open(toy.path("hello"), "rb") as f:
+            return f.read()
+
+    dev = open_dev(toy)
+    try:
+        assert read_hello() == HELLO_DATA
+        lookups = K.stats(dev)["hello_lookups"]
+        fcntl.ioctl(dev, K.SET_HELLO, b"HELLO WORLD\n")
+        assert read_hello() == HELLO_DATA  # cached pages and dentry (1 s) still used
+        assert K.stats(dev)["hello_lookups"] == lookups
+        K.raw_ioctl(dev, K.INVAL_HELLO)  # returns after both invalidations
+        assert read_hello() == b"HELLO WORLD\n"
+        assert K.stats(dev)["hello_lookups"] == lookups + 1
+    finally:
+        os.close(dev)
+
+
+def test_forget_frees_per_open_inodes(toy):
+    dev = open_dev(toy)
+    fds = []
+    try:
+        before = K.stats(dev)
+        fds = [os.open(toy.path("pool"), os.O_RDONLY) for _ in range(50)]
+        assert len({os.fstat(fd).st_ino for fd in fds}) == 50  # one inode per open
+        assert K.stats(dev)["pools"] >= before["pools"] + 50
+        for fd in fds:
+            os.close(fd)
+        fds = []
+        # Their dentries were replaced at each LOOKUP: the last close of each
+        # inode makes the kernel FORGET it.
+        deadline = time.monotonic() + 5
+        while K.stats(dev)["pools"] > before["pools"] + 1:
+            assert time.monotonic() < deadline, K.stats(dev)
+            time.sleep(0.05)
+        assert K.stats(dev)["forgotten"] >= before["forgotten"] + 49
+    finally:
+        for fd in fds:
+            os.close(fd)
         os.close(dev)
 
 

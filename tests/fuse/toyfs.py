@@ -14,6 +14,7 @@ SIGTERM/SIGINT stops, unmounts and exits.
 
 import errno
 import logging
+import os
 import select
 import signal
 import stat
@@ -46,6 +47,11 @@ ROOT, HELLO, DEV = 1, 2, 3
 FIRST_POOL = 1000
 HELLO_DATA = b"hello world\n"
 POOL_SIZE = 16 * 4096
+# Distinct values in every field, so the tests can check the struct layout.
+HELLO_ATTR = Attr(HELLO, stat.S_IFREG | 0o444, nlink=3, uid=123, gid=456, size=len(HELLO_DATA),
+                  blocks=7, atime=1.25e9 + 0.5, mtime=1.5e9, ctime=1.75e9 + 0.25, blksize=8192)
+STATFS = StatFs(blocks=1000, bfree=500, bavail=400, files=300, ffree=200, bsize=8192, namelen=200,
+                frsize=2048)
 
 
 def _memory_error(e):
@@ -65,6 +71,9 @@ class ToyFS(Operations):
         self.interrupt_callbacks = 0
         self.pool_reads = 0
         self.requests = 0
+        self.hello = HELLO_DATA
+        self.hello_lookups = 0
+        self.forgotten = 0
 
     def init(self, session):
         self.session = session
@@ -73,7 +82,7 @@ class ToyFS(Operations):
         if nodeid == ROOT:
             return Attr(ROOT, stat.S_IFDIR | 0o755, nlink=2)
         if nodeid == HELLO:
-            return Attr(HELLO, stat.S_IFREG | 0o444, size=len(HELLO_DATA), mtime=1.5e9)
+            return HELLO_ATTR
         if nodeid == DEV:
             return Attr(DEV, stat.S_IFREG | 0o666)
         if nodeid in self.pools:
@@ -84,6 +93,7 @@ class ToyFS(Operations):
         if parent != ROOT:
             raise FuseError(errno.ENOENT)
         if name == b"hello":
+            self.hello_lookups += 1
             return Entry(HELLO, self._attr(HELLO), entry_valid=1.0, attr_valid=1.0)
         if name == b"dev":
             return Entry(DEV, self._attr(DEV), entry_valid=1.0, attr_valid=1.0)
@@ -97,6 +107,7 @@ class ToyFS(Operations):
 
     def forget(self, items):
         for nodeid, n in items:
+            self.forgotten += 1
             if nodeid in self.nlookup:
                 self.nlookup[nodeid] -= n
                 if self.nlookup[nodeid] <= 0:
@@ -127,7 +138,7 @@ class ToyFS(Operations):
 
     def read(self, req, nodeid, fh, offset, size):
         if nodeid == HELLO:
-            return HELLO_DATA[offset : offset + size]
+            return self.hello[offset : offset + size]
         if nodeid in self.pools:
             self.pool_reads += 1
             return bytes(self.pools[nodeid][offset : offset + size])
@@ -145,7 +156,7 @@ class ToyFS(Operations):
         return select.POLLIN if nodeid == DEV and self.readable else 0
 
     def statfs(self, req):
-        return StatFs(namelen=255)
+        return STATFS
 
     def ioctl(self, req, nodeid, fh, cmd, arg, in_data, out_size, flags):
         self.requests += 1
@@ -179,8 +190,16 @@ class ToyFS(Operations):
             return IoctlReply()
         if cmd == K.STATS:
             pending = sum(not r.answered for r in self.deferred)
-            data = K.STATS_STRUCT.pack(pending, self.interrupt_callbacks, self.pool_reads, self.requests)
+            data = K.STATS_STRUCT.pack(pending, self.interrupt_callbacks, self.pool_reads, self.requests,
+                                       self.hello_lookups, len(self.pools), self.forgotten)
             return IoctlReply(0, data)
+        if cmd == K.SET_HELLO:
+            self.hello = in_data
+            return IoctlReply()
+        if cmd == K.INVAL_HELLO:
+            self.session.notify_inval_inode(HELLO)
+            self.session.notify_inval_entry(ROOT, b"hello")
+            return IoctlReply(after_stores=True)
         raise FuseError(errno.ENOTTY)
 
     def _echo_mem(self, req, arg, in_data):
@@ -223,7 +242,9 @@ class ToyFS(Operations):
 async def serve(mountpoint, fs=None):
     fs = fs or ToyFS()
     m = mount(mountpoint)
-    session = Session(m.fd, fs)
+    # Benchmarks compare busy-poll windows.
+    busy = os.environ.get("TOYFS_BUSY_POLL_US")
+    session = Session(m.fd, fs, **({"busy_poll_us": float(busy)} if busy else {}))
     try:
         async with trio.open_nursery() as nursery:
 
@@ -244,13 +265,15 @@ async def serve(mountpoint, fs=None):
     finally:
         try:
             m.unmount(lazy=True)
-        except OSError:
-            pass  # gone already
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not gone already
+                logging.getLogger("toyfs").error("unmount failed: %s", e)
         m.close()
 
 
 def main():
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="toyfs %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="toyfs %(levelname)s %(name)s: %(message)s")
     trio.run(serve, sys.argv[1])
 
 
