@@ -19,13 +19,17 @@ import trio
 from .fs.filesystem import KdbusFS
 from .fuse.mount import mount as fuse_mount
 from .fuse.mount import unmount as fuse_unmount
-from .fuse.session import Session
+from .fs import passthrough
+from .fuse.protocol import PASSTHROUGH
+from .fuse.session import DEFAULT_FLAGS, Session
 
 log = logging.getLogger("kdbusfs")
 
 
 async def _serve(m, fs: KdbusFS, ready) -> None:
-    session = Session(m.fd, fs)
+    want = passthrough.wanted()
+    session = Session(m.fd, fs, flags=DEFAULT_FLAGS | (PASSTHROUGH if want else 0),
+                      max_stack_depth=1 if want else 0)
 
     async def on_signals(task_status=trio.TASK_STATUS_IGNORED):
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

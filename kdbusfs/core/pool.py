@@ -107,7 +107,26 @@ class Pool:
 
     # -- holds ------------------------------------------------------------
     def write(self, s: Slice, data, at: int = 0) -> None:
-        self.store.write(s.offset + at, data)
+        copy_into = getattr(data, "copy_into", None)
+        if copy_into is None:
+            self.store.write(s.offset + at, data)
+        else:
+            # a payload still in the sender's memory, copied straight in
+            start = s.offset + at
+            copy_into(self.store.view[start:start + len(data)])
+
+    def fill(self, s: Slice, head: bytes, payload_at: int, chunks) -> None:
+        """Write a record into a fresh slice.  If a copy fails (the sender's
+        memory went away), the slice is given back and the error raised:
+        nothing of a failed delivery stays behind."""
+        try:
+            self.store.write(s.offset, head)
+            for off, data in chunks:
+                self.write(s, data, payload_at + off)
+        except BaseException:
+            s.user = False
+            self.drop_kernel_hold(s)
+            raise
 
     def publish(self, s: Slice) -> None:
         s.user = True

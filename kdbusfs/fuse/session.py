@@ -13,6 +13,7 @@ stores queued before them.
 """
 
 import errno
+import fcntl
 import logging
 import math
 import os
@@ -287,6 +288,27 @@ class Session:
         self._stopping = True
         if self._scope is not None:
             self._scope.cancel()
+
+    # -- passthrough (FUSE_PASSTHROUGH, root in the initial user namespace) --
+
+    @property
+    def passthrough(self):
+        """Whether INIT negotiated passthrough opens."""
+        return bool(self.flags & p.PASSTHROUGH)
+
+    def backing_open(self, fd):
+        """Register fd as a backing file; returns the id for OpenReply.backing_id.
+
+        Raises OSError (EPERM outside the initial user namespace)."""
+        arg = bytearray(p.BACKING_MAP.pack(fd, 0, 0))
+        return fcntl.ioctl(self.fd, p.DEV_IOC_BACKING_OPEN, arg)
+
+    def backing_close(self, backing_id):
+        arg = bytearray(backing_id.to_bytes(4, "little", signed=True))
+        try:
+            fcntl.ioctl(self.fd, p.DEV_IOC_BACKING_CLOSE, arg)
+        except OSError as e:
+            log.debug("backing close %d failed: %s", backing_id, e)
 
     def notify_poll(self, kh):
         """Wake pollers of the file whose POLL carried kernel handle kh."""

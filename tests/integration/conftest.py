@@ -55,14 +55,19 @@ class Mount:
             self.proc.wait()
 
 
-def start_mount(mountpoint: str, *extra: str) -> Mount:
+def start_mount(mountpoint: str, *extra: str, pushed: bool = False) -> Mount:
+    """`pushed`: pools reach clients through page pushes (NOTIFY_STORE), as
+    in a user namespace, instead of root's passthrough memfds."""
     os.makedirs(mountpoint, exist_ok=True)
     log = mountpoint.rstrip("/") + ".log"
     env = dict(os.environ, PYTHONPATH=ROOT)
+    if pushed:
+        env["KDBUSFS_PASSTHROUGH"] = "0"
     with open(log, "w") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "kdbusfs", "-f", *extra, mountpoint],
                                 stdout=logf, stderr=subprocess.STDOUT, env=env)
     m = Mount(mountpoint, proc, log)
+    m.pushed = pushed
     try:
         _wait_for(m.control, proc)
     except Exception:
@@ -85,7 +90,17 @@ def mount_base():
 @pytest.fixture
 def mount(mount_base):
     """A fresh kdbusfs instance, reachable by every uid, unmounted afterwards."""
-    m = start_mount(os.path.join(mount_base, "kdbus"))
+    yield from _mount(mount_base, pushed=False)
+
+
+@pytest.fixture(params=["passthrough", "pushed"])
+def any_mount(request, mount_base):
+    """The same, once with each way pools reach their clients."""
+    yield from _mount(mount_base, pushed=request.param == "pushed")
+
+
+def _mount(mount_base, pushed):
+    m = start_mount(os.path.join(mount_base, "kdbus"), pushed=pushed)
     try:
         yield m
     finally:

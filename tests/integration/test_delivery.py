@@ -7,6 +7,7 @@ import select
 import signal
 import subprocess
 import sys
+import struct
 import time
 
 import pytest
@@ -19,8 +20,8 @@ from .rawabi import Conn, cmd, ioctl, make_bus, name_item
 
 
 @pytest.fixture
-def bus(mount):
-    fd, path = make_bus(mount.path)
+def bus(any_mount):
+    fd, path = make_bus(any_mount.path)
     yield path
     os.close(fd)
 
@@ -224,3 +225,49 @@ print(c.recv(K.KDBUSFS_RECV_BLOCK)[0], flush=True)
     p.stdout.close()
     a.close()
     b.close()
+
+
+def test_large_vec_from_unmapped_memory_is_efault_and_leaves_nothing(bus):
+    """Large vecs are copied straight from the sender into the receiver's
+    pool; a sender whose memory is not there gets EFAULT, and the receiver's
+    pool and queue show no trace of the attempt."""
+    from .rawabi import unmapped_address
+    a, b = Conn(bus), Conn(bus, pool_size=8 << 20)
+    vec = encode_item(K.KDBUS_ITEM_PAYLOAD_VEC, struct.pack("<QQ", 1 << 20, unmapped_address()))
+    assert a.send(b.id, extra_items=vec)[0] == errno.EFAULT
+    assert b.recv()[0] == errno.EAGAIN
+    data = os.urandom(1 << 20)
+    for _ in range(3):   # the space was given back: many 1 MiB messages still fit
+        assert a.send(b.id, data)[0] == 0
+        assert b.recv()[1]["payload"] == data
+    a.close()
+    b.close()
+
+
+def test_a_writable_mapping_changes_nothing_for_anyone_else(any_mount):
+    """With passthrough pools (root) a writable mapping is refused (EPERM) as
+    in kdbus.  With pushed pools FUSE cannot refuse it, but what a client
+    scribbles there stays in its own page cache: the server's copy, which
+    every later fault and RECV use, is untouched."""
+    import mmap
+    fd, path = make_bus(any_mount.path)
+    a, b = Conn(path), Conn(path)
+    a.send(b.id, b"original")
+    rc, m = b.recv(K.KDBUS_RECV_PEEK)
+    try:
+        w = mmap.mmap(b.fd, b.pool_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except PermissionError:
+        w = None
+    # root's passthrough pools refuse it like kdbus did
+    assert (w is None) == (not any_mount.pushed)
+    if w is not None:
+        start = m["offset"] + 64
+        w[start:start + 8] = b"XXXXXXXX"
+        w.close()
+    # the server still delivers its own bytes to a second receiver
+    c = Conn(path)
+    a.send(c.id, b"original")
+    assert c.recv()[1]["payload"] == b"original"
+    for x in (a, b, c):
+        x.close()
+    os.close(fd)
