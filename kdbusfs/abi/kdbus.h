@@ -193,9 +193,10 @@ struct kdbus_bloom_filter {
  * @size:	segment length; non-zero, start+size within the file
  * @fd:		in: sender fd (sealed memfd); out: the fd at RECV.
  *		kdbusfs: a FUSE server cannot install fds in another
- *		process, so RECV reports -1 and INCOMPLETE_FDS (the ABI's
- *		rule for a failed install) until the fd side channel
- *		described in the README exists.
+ *		process: the pool keeps -1 and the fd travels over the
+ *		receiver's fd channel (KDBUSFS_CMD_FD_CHANNEL, below);
+ *		without one, RECV sets INCOMPLETE_FDS (the ABI's rule for a
+ *		failed install).
  * @__pad:	keep 0
  */
 struct kdbus_memfd {
@@ -337,9 +338,9 @@ enum kdbus_item_type {
 	KDBUS_ITEM_ID_ADD,
 	KDBUS_ITEM_ID_REMOVE,
 	KDBUS_ITEM_REPLY_TIMEOUT,	/* no payload; unicast, flags 0 */
-	/* no payload; unicast, flags 0.  quirk: the kernel sent REPLY_DEAD
-	 * twice for a request still queued at a dying peer (and EPIPE plus
-	 * REPLY_DEAD for a sync one); kdbusfs sends exactly one. */
+	/* no payload; unicast, flags 0.  quirk kept: a request still queued
+	 * at a dying peer is reported dead twice (async: two REPLY_DEAD;
+	 * sync: EPIPE plus one REPLY_DEAD), as the kernel did. */
 	KDBUS_ITEM_REPLY_DEAD,
 };
 
@@ -476,7 +477,8 @@ struct kdbus_cmd_send {
  * @KDBUS_RECV_PEEK:		publish the next message but keep it queued.
  *				quirk: the kernel installs fds on PEEK too (and
  *				for monitors and receivers without ACCEPT_FD);
- *				kdbusfs installs none (see kdbus_memfd.fd).
+ *				kdbusfs does the same through the fd channel
+ *				(KDBUSFS_CMD_FD_CHANNEL).
  * @KDBUS_RECV_DROP:		discard the next message
  * @KDBUS_RECV_USE_PRIORITY:	take the lowest priority value first, only
  *				if <= cmd.priority
@@ -782,6 +784,41 @@ struct kdbus_cmd {
  * with KDBUS_FLAG_NEGOTIATE.  Plain poll() keeps working as before.
  */
 #define KDBUSFS_RECV_BLOCK		(1ULL << 32)
+/*
+ * KDBUSFS_CMD_FD_CHANNEL - how a receiver gets the fds of its messages.
+ *
+ * A FUSE server cannot install a file descriptor in another process, so
+ * kdbusfs hands received fds (the FDS array and the PAYLOAD_MEMFD fds)
+ * over a unix socket that the receiver provides:
+ *
+ *  1. The receiver makes socketpair(AF_UNIX, SOCK_SEQPACKET) and issues
+ *     KDBUSFS_CMD_FD_CHANNEL on its connection fd: a struct kdbus_cmd
+ *     (no flags) with one KDBUSFS_ITEM_FD_CHANNEL item, an __s32 (like
+ *     CANCEL_FD) naming one end.  The server takes a copy of that end
+ *     (pidfd_getfd) and the receiver closes its own copy of it.
+ *     Errors: EBADF (no such fd); EINVAL (not an AF_UNIX SOCK_SEQPACKET
+ *     socket made by the calling process, as SO_PEERCRED tells: a socket
+ *     connected to somebody else is refused); EOPNOTSUPP on a policy
+ *     holder; the usual EBADFD/ECONNRESET.  A new call replaces the
+ *     previous channel.  A stock kdbus answers ENOTTY.
+ *  2. Every RECV (PEEK included: the kernel installs fds on PEEK too) and
+ *     every SYNC_REPLY reply whose message carries fds first sends one
+ *     record on the channel, then answers the ioctl: 16 bytes
+ *     { __u64 offset; __u32 n_fds; __u32 n_memfds; } (the pool offset of
+ *     the message slice, little-endian) with the n_fds FDS entries and
+ *     then the n_memfds memfds, in item order, as SCM_RIGHTS.  The record
+ *     is sent without blocking and with SCM_CREDENTIALS of the receiver.
+ *  3. The pool is unchanged: the FDS array and kdbus_memfd.fd keep -1
+ *     (an fd number exists only once the receiver calls recvmsg()).
+ *     KDBUS_RECV_RETURN_INCOMPLETE_FDS is set, as for a failed install,
+ *     only when no record could be sent (no channel, or it is full or
+ *     closed); otherwise the record is already waiting on the channel.
+ *
+ * The fds are the sender's own open files (like kdbus, which installs the
+ * same struct file); nothing else of the ABI changes.
+ */
+#define KDBUSFS_ITEM_FD_CHANNEL		0x7f00
+#define KDBUSFS_CMD_FD_CHANNEL		_IOW(KDBUS_IOCTL_MAGIC, 0xf0, struct kdbus_cmd)
 /* END kdbusfs extensions */
 
 #endif /* KDBUSFS_UAPI_KDBUS_H */

@@ -16,11 +16,28 @@ touches server internals.  Errors are OSError with the kdbus errno.
             client.wait()
             print(client.recv().payload)                     # b'echo: hi'
 
+Synchronous calls block until the reply (or ETIMEDOUT, EPIPE, ECONNRESET,
+ECANCELED through a :class:`Canceller`):
+
+    reply = client.call("org.example.Echo", b"hi", timeout=5)
+
+Signals are broadcast to whoever matches them; bloom keys select them, and
+kernel notifications (ids and names coming and going) arrive through
+matches too:
+
+    listener.add_match(bloom_mask=listener.bloom("member:Changed"))
+    listener.add_match(notify=["name_add", "name_remove", "name_change"])
+    sender.emit(b"42", bloom=sender.bloom("interface:org.example.Sensor",
+                                         "member:Changed"))
+    for msg in listener.messages(timeout=1.0):
+        print(msg.kind, msg.src_id, msg.notification or msg.payload)
+
 Module map: bus (BUS_MAKE), connection (HELLO, pool, FREE, UPDATE, BYEBYE),
 messaging (SEND, RECV, replies, poll), message (parsing pool slices),
 metadata (metadata items), names (NAME_ACQUIRE/RELEASE, LIST), info
 (CONN_INFO, BUS_CREATOR_INFO), match (MATCH_ADD/REMOVE and rule helpers),
-commands (struct layouts), pool (the mapping), _sys (syscalls).
+bloom (bloom filters and masks from keys), commands (struct layouts), pool
+(the mapping), _sys (syscalls).
 """
 
 from kdbusfs.abi import constants
@@ -28,18 +45,18 @@ from kdbusfs.abi import constants
 from .bus import Bus, make_bus
 from .connection import DEFAULT_POOL_SIZE, Connection
 from .info import ATTACH_ALL, Info, parse_info, parse_info_records
-from .match import ANY, NotifyRule, all_notifications, notify_id, notify_name
+from .match import ANY, AUTO_COOKIE_BASE, NotifyRule, all_notifications, notify_id, notify_name
 from .message import (IdNotification, Memfd, Message, NameNotification, ReplyNotification,
                       parse_message)
-from .messaging import ANY_PRIORITY, BROADCAST, DEFAULT_TIMEOUT
+from .messaging import ANY_PRIORITY, BROADCAST, DEFAULT_TIMEOUT, Canceller
 from .metadata import Audit, Caps, Creds, Metadata, OwnedName, Pids, Timestamp
 from .names import LIST_ALL, ListEntry
 
 __all__ = [
-    "ANY", "ANY_PRIORITY", "ATTACH_ALL", "Audit", "BROADCAST", "Bus", "Caps", "Connection",
-    "Creds", "DEFAULT_POOL_SIZE", "DEFAULT_TIMEOUT", "IdNotification", "Info", "LIST_ALL",
-    "ListEntry", "Memfd", "Message", "Metadata", "NameNotification", "NotifyRule",
-    "OwnedName", "Pids", "ReplyNotification", "Timestamp", "all_notifications", "constants",
-    "make_bus", "notify_id", "notify_name", "parse_info", "parse_info_records",
-    "parse_message",
+    "ANY", "ANY_PRIORITY", "ATTACH_ALL", "AUTO_COOKIE_BASE", "Audit", "BROADCAST", "Bus",
+    "Canceller", "Caps", "Connection", "Creds", "DEFAULT_POOL_SIZE", "DEFAULT_TIMEOUT",
+    "IdNotification", "Info", "LIST_ALL", "ListEntry", "Memfd", "Message", "Metadata",
+    "NameNotification", "NotifyRule", "OwnedName", "Pids", "ReplyNotification", "Timestamp",
+    "all_notifications", "constants", "make_bus", "notify_id", "notify_name", "parse_info",
+    "parse_info_records", "parse_message",
 ]

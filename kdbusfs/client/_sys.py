@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import time
 
@@ -21,6 +20,11 @@ _ffi = cffi.FFI()
 # stack buffer and back; larger ones are passed in place.
 _IOCTL_BUFSZ = 1024
 
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc_ioctl = _libc.ioctl
+_libc_ioctl.restype = ctypes.c_int
+_libc_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 
 # --------------------------------------------------------------------------
 # command buffers
@@ -43,10 +47,24 @@ def cmd_buffer(data: bytes | bytearray):
 def ioctl(fd: int, request: int, buf) -> None:
     """ioctl(fd, request, buf) with ``buf`` updated in place.
 
-    Raises OSError with the errno of the call; ``buf`` is updated even then
-    (fcntl.ioctl copies the argument back before checking the result).
+    Raises OSError with the errno of the call; ``buf`` is updated even then.
+    kdbus needs an 8-aligned argument (EFAULT otherwise): fcntl.ioctl copies
+    small buffers to a stack array whose alignment depends on how Python
+    was built, so the call goes to libc with an address we know is aligned.
     """
-    fcntl.ioctl(fd, request, buf, True)
+    if isinstance(buf, ctypes.Array):
+        arg, tmp = ctypes.addressof(buf), None
+    else:
+        n = len(buf)
+        tmp = (ctypes.c_uint64 * max(1, (n + 7) // 8))()
+        ctypes.memmove(tmp, bytes(buf), n)
+        arg = ctypes.addressof(tmp)
+    rc = _libc_ioctl(fd, request, arg)
+    err = ctypes.get_errno()
+    if tmp is not None:
+        buf[:] = ctypes.string_at(tmp, len(buf))
+    if rc < 0:
+        raise OSError(err, os.strerror(err))
 
 
 class AlignedBytes:
@@ -78,7 +96,6 @@ def pin(data) -> tuple[object, int]:
 # the pool mapping
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap
 _mmap.restype = ctypes.c_void_p
 _mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,

@@ -18,8 +18,9 @@ from kdbusfs.abi import items as I
 
 from . import _sys
 from . import commands as cmds
+from . import fds as fdchan
 from .info import InfoMixin
-from .match import MatchMixin
+from .match import AUTO_COOKIE_BASE, MatchMixin
 from .messaging import MessagingMixin
 from .names import NamesMixin
 from .pool import Pool
@@ -57,6 +58,8 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
         self.dropped = 0
         self.last_dropped = 0
         self._cookies = itertools.count(1)
+        self._match_cookies = itertools.count(AUTO_COOKIE_BASE)
+        self._fd_channel = None         # fds.FdChannel: how received fds arrive
 
     # ------------------------------------------------------------------
     # lifetime
@@ -66,7 +69,9 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
              attach_recv: int = 0, attach_send: int = 0, accept_fd: bool = False,
              description: str | None = None, monitor: bool = False,
              activator: str | None = None, policy_holder: str | None = None,
-             policy: Iterable[tuple[int, int, int]] = ()) -> "Connection":
+             policy: Iterable[tuple[int, int, int]] = (),
+             creds: tuple[int, ...] | None = None,
+             pids: tuple[int, int, int] | None = None) -> "Connection":
         """Open ``bus_path`` (an endpoint file, or a bus directory for its
         ``bus``), HELLO and map the pool.
 
@@ -76,6 +81,10 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
         ``monitor`` / ``activator=NAME`` / ``policy_holder=NAME`` make a
         special connection (bus owner only); ``policy`` gives their
         POLICY_ACCESS entries as (type, access, id).
+        ``creds`` (uid, euid, suid, fsuid, gid, egid, sgid, fsgid) and
+        ``pids`` (pid, tid, ppid) fake the connection's credentials (bus
+        owner only; -1 / 0 leave one unset), as a proxy acting for another
+        process does.
         Raises OSError with the errno of open() or HELLO.
         """
         if os.path.isdir(bus_path):
@@ -96,6 +105,10 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
             items += I.item_policy_access(type_, access, id_)
         if description is not None:
             items += I.item_string(C.KDBUS_ITEM_CONN_DESCRIPTION, description)
+        if creds is not None:
+            items += I.item_creds(*(c & 0xFFFFFFFF for c in creds))
+        if pids is not None:
+            items += I.item_pids(*pids)
 
         fd = os.open(bus_path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
         conn = cls(fd, bus_path)
@@ -108,10 +121,14 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
             conn.flags = flags
             conn.pool = Pool(fd, conn.pool_size)
             if items_size:
-                data = conn._read_slice(offset, items_size, False)
+                # policy holders cannot FREE (EOPNOTSUPP): their slice stays
+                holder = bool(flags & C.KDBUS_HELLO_POLICY_HOLDER)
+                data = conn._read_slice(offset, items_size, holder)
                 for item in I.walk_items(data, 0, len(data)):
                     if item.type == C.KDBUS_ITEM_BLOOM_PARAMETER:
                         conn.bloom_size, conn.bloom_n_hash = I.decode_bloom_parameter(item.payload)
+            if not flags & C.KDBUS_HELLO_POLICY_HOLDER:
+                conn._fd_channel = fdchan.open_channel(fd)
         except BaseException:
             conn.close()
             raise
@@ -132,6 +149,9 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
 
     def close(self) -> None:
         """Unmap the pool and close the fd (which disconnects)."""
+        if self._fd_channel is not None:
+            ch, self._fd_channel = self._fd_channel, None
+            ch.close()
         if self.pool is not None:
             pool, self.pool = self.pool, None
             pool.close()

@@ -11,19 +11,33 @@ Notification rules are built with :func:`notify_id` / :func:`notify_name`,
 or named by kind: "id_add", "id_remove", "name_add", "name_remove",
 "name_change", or "all" for the five of them, every id wildcarded with
 KDBUS_MATCH_ID_ANY.
+
+    cookie = conn.add_match(sender_name="org.example.Sensor",
+                            bloom_mask=conn.bloom("member:Changed"))
+    conn.add_match(notify=notify_name("name_change", "org.example.Sensor"))
+    ...
+    conn.remove_match(cookie)
+
+Without a cookie, add_match picks a fresh one (from AUTO_COOKIE_BASE up)
+and returns it; pick your own below that base if you mix the two.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Union
+from typing import Iterable, Iterator, NamedTuple, Sequence, Union
 
 from kdbusfs.abi import constants as C
 from kdbusfs.abi import items as I
 
 from . import _sys
+from . import bloom as bloommod
 from . import commands as cmds
 
 ANY = C.KDBUS_MATCH_ID_ANY
+#: Cookies that add_match() chooses itself start here.
+AUTO_COOKIE_BASE = 1 << 32
+
+BloomMask = Union[bytes, bytearray, Sequence[Union[bytes, bytearray]]]
 
 
 class NotifyRule(NamedTuple):
@@ -103,12 +117,26 @@ def notify_rules(spec: NotifySpec) -> list[NotifyRule]:
     return out
 
 
-def signal_rules(*, bloom_mask: bytes | None = None, sender: int | None = None,
-                 sender_name: str | None = None, dst_id: int | None = None) -> bytes:
+def mask_bytes(mask: BloomMask, bloom_size: int | None = None) -> bytes:
+    """One BLOOM_MASK payload: bytes as given, or a list of per-generation
+    masks (generation 0 first; filters of later generations use the last)."""
+    if isinstance(mask, (bytes, bytearray, memoryview)):
+        return bytes(mask)
+    parts = [bytes(m) for m in mask]
+    if not parts:
+        raise ValueError("a bloom mask needs at least one generation")
+    if bloom_size is not None and any(len(p) != bloom_size for p in parts):
+        raise ValueError(f"each generation of a mask must be {bloom_size} bytes")
+    return b"".join(parts)
+
+
+def signal_rules(*, bloom_mask: BloomMask | None = None, sender: int | None = None,
+                 sender_name: str | None = None, dst_id: int | None = None,
+                 bloom_size: int | None = None) -> bytes:
     """The encoded items of one signal-rule entry."""
     items = b""
     if bloom_mask is not None:
-        items += I.item_bloom_mask(bytes(bloom_mask))
+        items += I.item_bloom_mask(mask_bytes(bloom_mask, bloom_size))
     if sender_name is not None:
         items += I.item_string(C.KDBUS_ITEM_NAME, sender_name)
     if sender is not None:
@@ -120,33 +148,66 @@ def signal_rules(*, bloom_mask: bytes | None = None, sender: int | None = None,
 
 class MatchMixin:
     _fd: int
+    bloom_size: int
+    bloom_n_hash: int
+    _match_cookies: Iterator[int]
 
-    def add_match(self, cookie: int, *, bloom_mask: bytes | None = None,
+    def bloom(self, *keys: str | bytes) -> bytes:
+        """A filter (for emit) or mask (for add_match) of this bus's bloom
+        size with the bits of ``keys`` set (sd-bus's scheme; see bloom.py).
+
+        A message matches when its filter has every bit of the mask, so a
+        mask of some of a filter's keys matches it; no keys: all zeros.
+        """
+        return bloommod.bloom(self.bloom_size, self.bloom_n_hash, keys)
+
+    def add_match(self, cookie: int | None = None, *, bloom_mask: BloomMask | None = None,
                   sender: int | None = None, sender_name: str | None = None,
                   dst_id: int | None = None, notify: NotifySpec = None,
-                  replace: bool = False) -> None:
-        """MATCH_ADD under ``cookie``.
+                  replace: bool = False) -> int:
+        """MATCH_ADD under ``cookie`` (chosen here when None); returns the cookie.
 
-        Signal rules: ``bloom_mask`` (a multiple of the bus bloom size; the
-        filter must contain every mask bit), ``sender`` (id or ANY),
-        ``sender_name`` (primary owner), ``dst_id`` (as sent: BROADCAST for
-        broadcasts).  ``notify``: notification rules, each added as its own
-        entry (see module docs); it cannot be combined with signal rules.
-        No rules at all: match every signal and notification.
-        ``replace`` first removes the entries with this cookie.
+        Signal rules, all of which must hold: ``bloom_mask`` (bytes of the
+        bus bloom size, e.g. from :meth:`bloom`, or a list of them, one per
+        generation; the signal's filter must contain every mask bit),
+        ``sender`` (its id, or ANY), ``sender_name`` (a name the sender owns
+        as primary), ``dst_id`` (the destination id as sent; ``self.id``
+        selects signals sent to this connection by id.  BROADCAST is the same
+        value as ANY, so it matches every destination).
+        ``notify``: notification rules, each added as its own entry (see
+        module docs); it cannot be combined with signal rules.  No rules at
+        all: match every signal and notification.  Entries under one cookie
+        are alternatives.  ``replace`` first removes the entries with this
+        cookie.  Raises OSError: EMFILE beyond 256 entries, EDOM for a mask
+        of the wrong size, EINVAL for a bad name.
         """
         sig = signal_rules(bloom_mask=bloom_mask, sender=sender, sender_name=sender_name,
-                           dst_id=dst_id)
+                           dst_id=dst_id, bloom_size=self.bloom_size or None)
         rules = notify_rules(notify)
         if rules and sig:
             raise ValueError("notification rules and signal rules never match together; "
                              "add them as separate entries")
+        fresh = cookie is None
+        if fresh:
+            cookie = next(self._match_cookies)
         entries = [r.encode() for r in rules] if rules else [sig]
         flags = C.KDBUS_MATCH_REPLACE if replace else 0
-        for items in entries:
-            buf = _sys.cmd_buffer(cmds.match(cookie, flags, items))
-            _sys.ioctl(self._fd, C.KDBUS_CMD_MATCH_ADD, buf)
-            flags = 0  # REPLACE only before the first entry
+        added = 0
+        try:
+            for items in entries:
+                buf = _sys.cmd_buffer(cmds.match(cookie, flags, items))
+                _sys.ioctl(self._fd, C.KDBUS_CMD_MATCH_ADD, buf)
+                added += 1
+                flags = 0  # REPLACE only before the first entry
+        except OSError:
+            if fresh and added:
+                # all or nothing for a cookie that is ours alone
+                try:
+                    self.remove_match(cookie)
+                except OSError:
+                    pass
+            raise
+        return cookie
 
     def remove_match(self, cookie: int) -> None:
         """MATCH_REMOVE: delete every entry with ``cookie`` (EBADSLT: none)."""

@@ -11,13 +11,14 @@ import math
 import os
 import select
 import time
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 from kdbusfs.abi import constants as C
 from kdbusfs.abi import items as I
 
 from . import _sys
 from . import commands as cmds
+from . import fds as fdchan
 from .message import Message, parse_message
 
 #: dst for a broadcast signal.
@@ -63,6 +64,54 @@ def _pin_payload(payload: Payload) -> tuple[list, list[tuple[int, int]]]:
         keep.append(cdata)
         vecs.append((n, addr))
     return keep, vecs
+
+
+class Canceller:
+    """A switch that ends a blocked :meth:`~MessagingMixin.call` with ECANCELED.
+
+    It is an eventfd: pass it as ``call(..., cancel_fd=canceller)`` and call
+    :meth:`cancel` from another thread (or hand :meth:`fileno` to another
+    process, which writes to it).  Once cancelled it stays cancelled, so
+    every later call with it ends at once; use a new one per operation.
+
+        with Canceller() as stop:
+            threading.Timer(1.0, stop.cancel).start()
+            conn.call("org.example.Slow", b"...", cancel_fd=stop)   # ECANCELED
+    """
+
+    def __init__(self):
+        self._fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("canceller is closed")
+        return self._fd
+
+    def cancel(self) -> None:
+        os.eventfd_write(self.fileno(), 1)
+
+    @property
+    def cancelled(self) -> bool:
+        p = select.poll()
+        p.register(self.fileno(), _POLLIN)
+        return bool(p.poll(0))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> "Canceller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _fd_of(f) -> int | None:
+    if f is None or isinstance(f, int):
+        return f
+    return f.fileno()
 
 
 def _memfd_triples(memfds) -> list[tuple[int, int, int]]:
@@ -162,21 +211,32 @@ class MessagingMixin:
     def call(self, dst, payload: Payload = b"", *, timeout: float = DEFAULT_TIMEOUT,
              priority: int = 0, cookie: int | None = None, no_auto_start: bool = False,
              fds: Sequence[int] | None = None, memfds: Sequence = (),
-             cancel_fd: int | None = None, payload_type: int = C.KDBUS_PAYLOAD_DBUS,
+             cancel_fd=None, payload_type: int = C.KDBUS_PAYLOAD_DBUS,
              keep: bool = False) -> Message:
         """Send a request and block for its reply (EXPECT_REPLY + SYNC_REPLY).
 
-        The reply is read from the pool and freed (unless ``keep``).
-        Raises OSError: ETIMEDOUT after ``timeout`` seconds, EPIPE if the
-        peer died or dropped the request, ECANCELED when ``cancel_fd``
-        became readable, ESRCH/ENXIO for an unknown destination...
-        An interrupted call (EINTR) is resumed with the same cookie.
+        The reply is read from the pool and freed (unless ``keep``); it
+        never goes through the queue.  Raises OSError:
+
+        - ETIMEDOUT: no reply within ``timeout`` seconds;
+        - EPIPE: the peer died, or dropped the request unanswered;
+        - ECONNRESET: this connection was disconnected meanwhile (BYEBYE
+          from another thread, or the bus went away);
+        - ECANCELED: ``cancel_fd`` (an fd, or an object with fileno() such
+          as a :class:`Canceller`) became readable;
+        - EREMOTEIO: the reply could not be delivered to us (e.g. it had
+          fds and we did not accept fds);
+        - ESRCH/ENXIO/EADDRNOTAVAIL/EPERM/EMLINK: sending failed.
+
+        A signal whose handler returns (EINTR) does not end the call: it
+        resumes the same wait (same cookie).  A handler that raises ends it
+        with that exception; a late reply is then discarded.
         """
         cookie, buf, pinned = self._build_send(
             dst, payload, cookie=cookie, priority=priority, expect_reply=True,
             timeout=timeout, reply_to=None, signal=False, bloom=None,
             no_auto_start=no_auto_start, fds=fds, memfds=memfds, payload_type=payload_type,
-            sync=True, cancel_fd=cancel_fd)
+            sync=True, cancel_fd=_fd_of(cancel_fd))
         while True:
             try:
                 _sys.ioctl(self._fd, C.KDBUS_CMD_SEND, buf)
@@ -197,7 +257,14 @@ class MessagingMixin:
 
     def emit(self, payload: Payload = b"", *, bloom: bytes | tuple[int, bytes] | None = None,
              **kwargs) -> int:
-        """Broadcast a signal (send(BROADCAST, ...))."""
+        """Broadcast a signal (send(BROADCAST, ...)); returns its cookie.
+
+        It reaches every connection (this one included) with a match entry
+        that admits it and TALK access to us.  ``bloom`` is the filter that
+        receivers' bloom masks test, e.g. ``self.bloom("member:Changed")``,
+        or (generation, filter); none means all zeros.  Broadcasts carry no
+        fds and expect no reply (ENOTUNIQ).
+        """
         return self.send(BROADCAST, payload, bloom=bloom, signal=True, **kwargs)
 
     # ------------------------------------------------------------------
@@ -209,8 +276,16 @@ class MessagingMixin:
         self.dropped += n
 
     def _take_message(self, offset: int, size: int, return_flags: int, keep: bool) -> Message:
-        data = self._read_slice(offset, size, keep)
-        return parse_message(data, offset=offset, return_flags=return_flags)
+        data = self._read_slice(offset, size, True)
+        try:
+            msg = parse_message(data, offset=offset, return_flags=return_flags)
+            # fds come over the fd channel, tagged with this slice's offset:
+            # take them before the offset can be reused (client/fds.py)
+            fdchan.attach(self._fd_channel, msg)
+        finally:
+            if not keep:
+                self.free(offset)
+        return msg
 
     def _recv(self, flags: int, priority: int):
         buf = _sys.cmd_buffer(cmds.recv(flags, priority))
@@ -269,6 +344,20 @@ class MessagingMixin:
             except InterruptedError:  # pragma: no cover - PEP 475 retries
                 continue
             return any(ev & _POLLDONE for _, ev in events)
+
+    def messages(self, timeout: float | None = None, **kwargs) -> Iterator[Message]:
+        """Iterate over messages as they arrive (recv_wait(timeout, **kwargs)
+        in a loop); stops once none came within ``timeout`` seconds (None:
+        never; break out yourself).
+
+            for msg in conn.messages(timeout=1.0):
+                if msg.kind == "name_change": ...
+        """
+        while True:
+            msg = self.recv_wait(timeout, **kwargs)
+            if msg is None:
+                return
+            yield msg
 
     def recv_wait(self, timeout: float | None = None, **kwargs) -> Message | None:
         """recv(**kwargs), waiting up to ``timeout`` seconds (None: forever)

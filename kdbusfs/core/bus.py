@@ -12,9 +12,10 @@ import struct
 
 from ..abi import constants as K
 from ..abi.errors import KdbusError
+from . import fdref
 from . import metadata as md
 from .connection import MONITOR, ORDINARY
-from .effects import PoolWrite, Readable
+from .effects import PoolWrite, Readable, ReleaseFds
 from .endpoint import Endpoint
 from .match import Notification, Signal
 from .message import Outgoing, build_kernel_record, build_user_record, payload_chunks
@@ -105,9 +106,7 @@ class Bus:
             raise KdbusError(errno.ECOMM, "receiver does not accept fds")
         dst.queue.check_quota(user, size, len(fds))
         s = dst.pool.alloc(size)
-        dst.pool.write(s, head)
-        for off, data in chunks:
-            dst.pool.write(s, data, payload_at + off)
+        dst.pool.fill(s, head, payload_at, chunks)
         e = QueueEntry(s, priority, user, fds, memfds, reply, name_reg, sender=sender)
         dst.queue.push(e)
         self._effect(PoolWrite(dst, s.offset, s.size))
@@ -116,17 +115,22 @@ class Bus:
 
     def _enqueue(self, dst, sender, msg: Outgoing, meta, ts, *, reply=None,
                  name_reg=None) -> QueueEntry:
-        mask = self.mask_for(sender, dst)
+        mask = self.mask_for(sender, dst, meta)
         items = md.encode(meta, mask, names=self.names_of(sender),
-                          description=sender.description, timestamp=ts)
+                          description=sender.description, timestamp=ts, view=md.view_of(dst))
         head, p, size = build_user_record(msg, sender.id, items)
-        return self._enqueue_record(dst, head, p, payload_chunks(msg), size, sender.user_key,
-                                    priority=msg.priority, fds=msg.fds, memfds=msg.memfds,
-                                    reply=reply, name_reg=name_reg, sender=sender)
+        e = self._enqueue_record(dst, head, p, payload_chunks(msg), size, sender.user_key,
+                                 priority=msg.priority, fds=msg.fds, memfds=msg.memfds,
+                                 reply=reply, name_reg=name_reg, sender=sender)
+        fdref.hold(msg.fds)         # each queue entry holds the fds it shows
+        fdref.hold(msg.memfds)
+        return e
 
-    def mask_for(self, sender, dst) -> int:
+    def mask_for(self, sender, dst, meta=None) -> int:
+        """§6.17; without the collected `meta` the process items count as
+        visible (the union of these masks says what to collect)."""
         allowed = sender.attach_send | md.ALWAYS
-        if self.domain.proc_visible(sender, dst):
+        if self.domain.proc_visible(sender, dst) and md.proc_visible(meta, md.view_of(dst)):
             allowed |= md.PROC_VISIBLE
         mask = dst.attach_recv & allowed
         if sender.meta is not None and sender.meta.faked:
@@ -170,9 +174,14 @@ class Bus:
             notes, self.notes = self.notes, []
             for target, item, what, name, ts in notes:
                 if target is not None:
-                    # REPLY_TIMEOUT / REPLY_DEAD: unicast, lost on failure
+                    # REPLY_TIMEOUT / REPLY_DEAD: unicast, lost on failure;
+                    # monitors see them like any other message (§6.19)
+                    if not target.alive:
+                        continue
                     rec = build_kernel_record(flags=0, dst_id=target.id, cookie_reply=what,
                                               item=item, timestamp=ts)
+                    for m in self.monitors:
+                        self._kernel_deliver(m, rec)
                     self._kernel_deliver(target, rec, lose_silently=True)
                     continue
                 rec = build_kernel_record(flags=K.KDBUS_MSG_SIGNAL,
@@ -222,6 +231,8 @@ class Bus:
                                           reply=r, name_reg=reg, sender=e.sender)
             except KdbusError:
                 self._lost(dst)
+                if e.fds or e.memfds:
+                    self._effect(ReleaseFds(tuple(e.fds) + tuple(e.memfds)))
                 if r is not None:
                     self.end_tracker(r, errno.EPIPE, notify_type=K.KDBUS_ITEM_REPLY_DEAD)
                 continue

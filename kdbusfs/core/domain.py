@@ -28,13 +28,18 @@ from . import metadata as md
 from . import send as sendmod
 from .bus import Bus
 from .connection import ACTIVATOR, MONITOR, ORDINARY, POLICY_HOLDER, Connection
-from .effects import Disconnected, NodeRemoved, PoolWrite, WaitDone
+from .effects import Disconnected, NodeRemoved, PoolWrite, ReleaseFds, WaitDone
 from .match import parse_entry
 from .policy import parse_policy
 from .pool import AnonymousStore
 
 MAX_BUSES_PER_USER = limits.KDBUS_USER_MAX_BUSES
 MAX_CONNS_PER_USER = limits.KDBUS_USER_MAX_CONN
+# kdbusfs: pools are the server's memory, so the pool bytes of one real uid
+# are capped (HELLO gives ENOMEM beyond).  Every byte the server keeps for
+# messages and results lives in some pool, so this bounds what one user
+# can make the server hold.  KDBUSFS_USER_POOL_BYTES overrides it.
+MAX_POOL_BYTES_PER_USER = 4 << 30
 _INFO = struct.Struct("<QQQ")
 _SPECIAL = K.KDBUS_HELLO_ACTIVATOR | K.KDBUS_HELLO_POLICY_HOLDER | K.KDBUS_HELLO_MONITOR
 
@@ -47,12 +52,6 @@ class RecvResult:
     offset: int
     size: int
     msg_return_flags: int       # INCOMPLETE_FDS
-
-
-@dataclass
-class ReleaseFds:
-    """Server-side fds carried by a message that nobody will receive."""
-    fds: tuple
 
 
 def _info_record(id_: int, flags: int, items: list[bytes]) -> bytes:
@@ -68,10 +67,17 @@ class Domain:
         self.random_bytes = random_bytes
         self.store_factory = store_factory
         self.proc_visible = proc_visible or (lambda sender, receiver: True)
+        # install_fds(conn, slice offset, fds, memfds) -> bool: hand a
+        # message's fds to its receiver (kdbusfs/fs/fdpass.py); False means
+        # not installed, reported as INCOMPLETE_FDS (ABI §6.11).
+        self.install_fds = lambda conn, offset, fds, memfds: False
         self.buses: dict[str, Bus] = {}
         self._ids = itertools.count(1)
         self.bus_count: Counter = Counter()
         self.conn_count: Counter = Counter()
+        self.pool_bytes: Counter = Counter()     # per real uid, until RELEASE
+        self.max_pool_bytes = int(os.environ.get("KDBUSFS_USER_POOL_BYTES",
+                                                 MAX_POOL_BYTES_PER_USER))
         self.effects: list = []
         self._timers: list = []
         self._timer_seq = itertools.count()
@@ -144,7 +150,8 @@ class Domain:
     # -- HELLO ------------------------------------------------------------------
     def hello(self, ep, who, *, flags: int, pool_size: int, attach_send: int = 0,
               attach_recv: int = 0, name: str | None = None, policy=(),
-              description: str | None = None, faked=None, meta=None) -> Connection:
+              description: str | None = None, faked=None, meta=None,
+              store_factory=None) -> Connection:
         """`faked` lists which of CREDS, PIDS, SECLABEL the caller supplied."""
         bus = ep.bus
         if pool_size == 0 or pool_size % 4096:
@@ -170,13 +177,16 @@ class Domain:
         user = ep.user_key if not ep.default else who.uid
         if self.conn_count[user] >= MAX_CONNS_PER_USER:
             raise KdbusError(errno.EMFILE, "too many connections")
+        if self.pool_bytes[who.uid] + pool_size > self.max_pool_bytes:
+            raise KdbusError(errno.ENOMEM, "pool memory of this user exhausted")
         if not bus.alive or not ep.alive:
             raise KdbusError(errno.ESHUTDOWN, "bus is going away")
         conn = Connection(next(self._ids), ep, who, flags, pool_size,
                           attach_send=attach_send, attach_recv=attach_recv,
                           description=description, meta=meta, user_key=user,
-                          store_factory=self.store_factory)
+                          store_factory=store_factory or self.store_factory)
         self.conn_count[user] += 1
+        self.pool_bytes[who.uid] += pool_size
         bus.conns[conn.id] = conn
         ep.conns.add(conn)
         try:
@@ -198,12 +208,21 @@ class Domain:
             self.effects.append(PoolWrite(conn, s.offset, s.size))
         except KdbusError:
             self.disconnect(conn)
+            self.close_pool(conn)
             raise
         finally:
             self._flush(bus)
         return conn
 
     # -- disconnect (§6.6) ---------------------------------------------------------
+    def close_pool(self, conn) -> None:
+        """The connection's file is released: its pool memory goes (a dead
+        connection's mapping stays readable until then, so it counts)."""
+        if not getattr(conn, "pool_closed", False):
+            conn.pool_closed = True
+            self.pool_bytes[conn.who.uid] -= conn.pool.size
+            conn.pool.close()
+
     def byebye(self, conn) -> None:
         if conn.kind != ORDINARY:
             raise KdbusError(errno.EOPNOTSUPP, "BYEBYE is for ordinary connections")
@@ -225,10 +244,13 @@ class Domain:
             bus.monitors.remove(conn)
         self.conn_count[conn.user_key] -= 1
         bus.registry.release_all(conn)
-        # queued requests will never be answered
+        # queued requests will never be answered.  Their trackers end below
+        # with the others we owe, so an async requester hears REPLY_DEAD
+        # twice and a sync one gets EPIPE plus a REPLY_DEAD (kernel quirk, §6.6)
         for e in list(conn.queue.entries):
-            if e.reply is not None:
-                bus.end_tracker(e.reply, errno.EPIPE, notify_type=K.KDBUS_ITEM_REPLY_DEAD)
+            r = e.reply
+            if r is not None and r.alive and r.requester.alive:
+                bus.notify_reply(K.KDBUS_ITEM_REPLY_DEAD, r.requester, r.cookie)
             self._discard(conn, e)
         # our own requests vanish; a blocked SEND of ours ends with ECONNRESET
         for rs in list(conn.requests.values()):
@@ -301,7 +323,7 @@ class Domain:
             raise KdbusError(errno.EINVAL, "neither id nor name")
         mask &= target.attach_send & ~K.KDBUS_ATTACH_TIMESTAMP
         items = md.encode(target.meta, mask, names=bus.names_of(target),
-                          description=target.description)
+                          description=target.description, view=md.view_of(conn))
         return self._publish(conn, _info_record(target.id, target.flags, items))
 
     def bus_creator_info(self, conn, *, attach_flags: int):
@@ -309,7 +331,7 @@ class Domain:
         bus = conn.bus
         mask &= bus.attach_send & md.PROCESS
         items = [encode_item(K.KDBUS_ITEM_MAKE_NAME, bus.name.encode("latin-1") + b"\0")]
-        items += md.encode(bus.creator_meta, mask)
+        items += md.encode(bus.creator_meta, mask, view=md.view_of(conn))
         return self._publish(conn, _info_record(bus.id, bus.flags, items))
 
     def list(self, conn, *, flags: int):
@@ -373,10 +395,11 @@ class Domain:
                                     notify_type=K.KDBUS_ITEM_REPLY_DEAD)
                 self._discard(conn, e)
                 return res
-            # A FUSE server cannot install fds in the receiver: they are
-            # reported as missing (-1 with INCOMPLETE_FDS), as the ABI
-            # prescribes for a failed install.
-            if e.fds or e.memfds:
+            # fds go on every RECV, PEEK included (kernel quirk, §6.11); a
+            # FUSE server hands them over the receiver's fd channel, and
+            # what it cannot hand over is missing (-1, INCOMPLETE_FDS)
+            if (e.fds or e.memfds) and not self.install_fds(conn, e.slice.offset, e.fds,
+                                                            e.memfds):
                 res.msg_return_flags = K.KDBUS_RECV_RETURN_INCOMPLETE_FDS
             conn.pool.publish(e.slice)
             res.offset, res.size = e.slice.offset, e.slice.size

@@ -39,6 +39,13 @@ class WaitDone:
 
 
 @dataclass(slots=True)
+class ReleaseFds:
+    """Queue entries that carried these fds are gone: drop one reference of
+    each (the filesystem closes a descriptor with its last reference)."""
+    fds: tuple
+
+
+@dataclass(slots=True)
 class NodeRemoved:
     """A bus or custom endpoint disappeared from the tree."""
     node: object

@@ -27,6 +27,9 @@ class Identity:
     pid: int = 0        # the opener's process and thread, for metadata
     tid: int = 0
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # the opener's user namespace when it is below the domain's (metadata
+    # sent to this connection is translated into it); None: the domain's
+    userns: object = field(default=None, compare=False, hash=False)
 
     def in_group(self, gid: int) -> bool:
         return gid == self.egid or gid in self.groups

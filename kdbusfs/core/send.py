@@ -242,40 +242,41 @@ def _reply(domain, bus, conn, dst, msg, meta) -> None:
             break
     if tracker is None:
         raise KdbusError(errno.EBADSLT, "no request with that cookie")
+    # used up before queueing: a reply that fails cannot be retried (§6.10)
+    domain.consume(tracker)
     ts = bus.timestamp()
     m = meta.get(_union_mask(bus, conn, [dst] + bus.monitors))
-    if tracker.sync:
-        # hand the reply straight to the blocked requester, not its queue
-        try:
-            _deliver_sync_reply(bus, conn, dst, msg, m, ts, tracker)
-        except KdbusError as e:
-            domain.consume(tracker)
-            shown = errno.EREMOTEIO if e.errno == errno.ECOMM else e.errno
-            _finish_sync(bus, tracker, shown, None)
-            raise
-        return
     bus._copy_to_monitors(conn, msg, m, ts)
-    bus._enqueue(dst, conn, msg, m, ts)
-    domain.consume(tracker)
+    if not tracker.sync:
+        bus._enqueue(dst, conn, msg, m, ts)
+        return
+    # hand the reply straight to the blocked requester, not its queue
+    try:
+        info = _sync_reply_slice(bus, conn, dst, msg, m, ts)
+    except KdbusError as e:
+        shown = errno.EREMOTEIO if e.errno == errno.ECOMM else e.errno
+        _finish_sync(bus, tracker, shown, None)
+        raise
+    _finish_sync(bus, tracker, 0, info)
 
 
-def _deliver_sync_reply(bus, conn, dst, msg, meta, ts, tracker) -> None:
+def _sync_reply_slice(bus, conn, dst, msg, meta, ts):
+    """Write the reply into the requester's pool, published; its msg_info."""
     if msg.fds and not dst.accept_fd:
         raise KdbusError(errno.ECOMM, "requester does not accept fds")
-    items = md.encode(meta, bus.mask_for(conn, dst), names=bus.names_of(conn),
-                      description=conn.description, timestamp=ts)
+    items = md.encode(meta, bus.mask_for(conn, dst, meta), names=bus.names_of(conn),
+                      description=conn.description, timestamp=ts, view=md.view_of(dst))
     head, p, size = build_user_record(msg, conn.id, items)
     s = dst.pool.alloc(size)
-    dst.pool.write(s, head)
-    for off, data in payload_chunks(msg):
-        dst.pool.write(s, data, p + off)
+    dst.pool.fill(s, head, p, payload_chunks(msg))
     s.kernel = False
     s.user = True
-    bus._copy_to_monitors(conn, msg, meta, ts)
     bus._effect(PoolWrite(dst, s.offset, s.size))
-    flags = K.KDBUS_RECV_RETURN_INCOMPLETE_FDS if (msg.fds or msg.memfds) else 0
-    bus.domain.consume(tracker)
-    _finish_sync(bus, tracker, 0, (s.offset, s.size, flags))
+    flags = 0
+    if (msg.fds or msg.memfds) and not bus.domain.install_fds(dst, s.offset, msg.fds,
+                                                              msg.memfds):
+        flags = K.KDBUS_RECV_RETURN_INCOMPLETE_FDS
+    return (s.offset, s.size, flags)
 
 
 def _finish_sync(bus, tracker, error: int, info) -> None:

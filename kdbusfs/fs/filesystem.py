@@ -13,17 +13,17 @@ import itertools
 import logging
 import os
 import select
-import stat
 import time
 
 import trio
 
 from ..core import effects as fx
 from ..core.domain import Domain, ReleaseFds
-from ..fuse import caller
 from ..fuse.ops import (DEFERRED, DT_DIR, DT_REG, AttrReply, DirEntry, Entry, FuseError,
                         OpenReply, Operations, StatFs)
+from . import fdpass
 from . import ioctl as ioctlmod
+from . import passthrough
 from . import procinfo
 from .handle import BUS_OWNER, CONNECTION, ENDPOINT_OWNER, Handle
 from .tree import BUSDIR, CONTROL, CONTROL_ID, ENDPOINT, ROOT, ROOT_ID, Tree
@@ -40,16 +40,20 @@ PAGE = 4096
 class KdbusFS(Operations):
     def __init__(self, domain: Domain | None = None):
         self.domain = domain or Domain()
+        self.domain.install_fds = fdpass.install     # receivers' fd channels
+        fdpass.raise_fd_limit()
         self.tree = Tree()
         self.handles: dict[int, Handle] = {}
         self._fhs = itertools.count(1)
         self.session = None
         self._timer_wake = None
         self._timer_target = None
+        self.passthrough = False        # pools as passthrough memfds (passthrough.py)
 
     # -- session life -----------------------------------------------------
     def init(self, session) -> None:
         self.session = session
+        self.passthrough = session.passthrough
         self._timer_wake = trio.Event()
         session.nursery.start_soon(self._timer_loop)
 
@@ -141,9 +145,27 @@ class KdbusFS(Operations):
         who = procinfo.identity(req.pid, req.uid, req.gid)
         h = Handle(next(self._fhs), n, file, ep, who, req.pid)
         self.handles[h.fh] = h
-        if n.kind == ENDPOINT:
-            n.handle = h
-        return OpenReply(h.fh, keep_cache=True)
+        if n.kind != ENDPOINT:
+            return OpenReply(h.fh, keep_cache=True)
+        n.handle = h
+        backing_id = self._backing_for(h)
+        # a passthrough open must not ask for the page cache (EIO otherwise)
+        return OpenReply(h.fh, keep_cache=backing_id is None, backing_id=backing_id)
+
+    def _backing_for(self, h: Handle):
+        """A passthrough memfd for this open's pool, while passthrough works."""
+        if not self.passthrough:
+            return None
+        fd = passthrough.new_pool_file()
+        try:
+            bid = self.session.backing_open(fd)
+        except OSError as e:
+            log.info("passthrough unavailable (%s): pools are pushed instead", e)
+            self.passthrough = False
+            os.close(fd)
+            return None
+        h.backing = (fd, bid)
+        return bid
 
     def flush(self, req, nodeid: int, fh: int) -> None:
         # close() of any copy of the fd: kdbus objects end at RELEASE only
@@ -162,8 +184,21 @@ class KdbusFS(Operations):
             d.disconnect(h.conn)
         self.apply_effects()
         if h.conn is not None:
-            h.conn.pool.close()
+            self.domain.close_pool(h.conn)
+            fdpass.close_channel(h.conn)
         h.poll_khs.clear()
+        if h.backing is not None:
+            fd, bid = h.backing
+            h.backing = None
+            self.session.backing_close(bid)
+            os.close(fd)
+
+    def pool_store_for(self, h: Handle):
+        """The store factory for the pool HELLO creates on this open."""
+        if h.backing is None:
+            return None
+        fd = h.backing[0]
+        return lambda size: passthrough.MemfdStore(fd, size)
 
     def read(self, req, nodeid: int, fh: int, offset: int, size: int):
         # Page faults on a pool mapping, also after the kernel dropped pages.
@@ -205,7 +240,8 @@ class KdbusFS(Operations):
         conn = h.conn
         conn.fs_handle = h
         h.node.size = conn.pool.size
-        self.session.notify_store(h.node.id, conn.pool.size - PAGE, bytes(PAGE))
+        if h.backing is None:
+            self.session.notify_store(h.node.id, conn.pool.size - PAGE, bytes(PAGE))
 
     def close_fd(self, fd: int) -> None:
         try:
@@ -214,59 +250,16 @@ class KdbusFS(Operations):
             pass
 
     def release_fds(self, fds) -> None:
-        for fd in fds:
-            self.close_fd(fd)
+        fdpass.release(fds)
 
-    def import_fds(self, tid: int, fds) -> list[int]:
-        from ..abi.errors import KdbusError
-        out = []
-        try:
-            for fd in fds:
-                try:
-                    out.append(caller.take_fd(tid, fd))
-                except OSError:
-                    raise KdbusError(errno.EBADF, "bad fd") from None
-                st = os.fstat(out[-1])
-                if stat.S_ISSOCK(st.st_mode) or self._is_kdbus_fd(out[-1]):
-                    raise KdbusError(errno.EOPNOTSUPP, "cannot pass that fd")
-        except BaseException:
-            self.release_fds(out)
-            raise
-        return out
+    # fds taken from senders (fdpass.py: no fstat on them, per-user limit)
+    def import_fds(self, tid: int, fds, user=None) -> list:
+        return fdpass.import_fds(self, tid, fds, user)
 
-    def _is_kdbus_fd(self, fd: int) -> bool:
-        try:
-            return os.fstatvfs(fd).f_fsid == 0 and os.readlink(f"/proc/self/fd/{fd}") \
-                .startswith(self.mountpoint or "\0")
-        except OSError:
-            return False
+    def import_memfds(self, tid: int, memfds, user=None) -> list:
+        return fdpass.import_memfds(self, tid, memfds, user)
 
     mountpoint: str | None = None
-
-    def import_memfds(self, tid: int, memfds) -> list[int]:
-        from ..abi.errors import KdbusError
-        out = []
-        try:
-            for _, start, size, fd in memfds:
-                if fd < 0:
-                    raise KdbusError(errno.EBADF, "bad memfd")
-                try:
-                    out.append(caller.take_fd(tid, fd))
-                except OSError:
-                    raise KdbusError(errno.EBADF, "bad memfd") from None
-                link = os.readlink(f"/proc/self/fd/{out[-1]}")
-                if not link.startswith("/memfd:"):
-                    raise KdbusError(errno.EMEDIUMTYPE, "not a memfd")
-                import fcntl
-                seals = fcntl.fcntl(out[-1], 1034)      # F_GET_SEALS
-                if seals & 0xF != 0xF:
-                    raise KdbusError(errno.ETXTBSY, "memfd not sealed")
-                if start + size > os.fstat(out[-1]).st_size:
-                    raise KdbusError(errno.EFAULT, "memfd range beyond its end")
-        except BaseException:
-            self.release_fds(out)
-            raise
-        return out
 
     # -- blocked SENDs ----------------------------------------------------------------------
     def wait_for_reply(self, waiter) -> None:
@@ -297,6 +290,11 @@ class KdbusFS(Operations):
             waiter.cancel_scope = scope
             try:
                 await trio.lowlevel.wait_readable(fd)
+            except OSError:
+                # checked pollable at SEND; should it fail anyway, the wait
+                # goes on without a cancel fd rather than taking the server down
+                log.warning("cannot watch cancel fd %d", fd)
+                await trio.sleep_forever()
             finally:
                 waiter.cancel_scope = None
                 waiter.cancel_fd = None
@@ -340,7 +338,7 @@ class KdbusFS(Operations):
             if reply is None:
                 return
             h.parked.pop(0)
-            call.req.reply_ioctl(0, reply.data, after_stores=True)
+            call.req.reply_ioctl(0, reply.data, after_stores=reply.after_stores)
 
     # -- reply deadlines ------------------------------------------------------------------
     def _poke_timer(self) -> None:
@@ -382,7 +380,8 @@ class KdbusFS(Operations):
             t = type(e)
             if t is fx.PoolWrite:
                 h = getattr(e.conn, "fs_handle", None)
-                if h is not None and s is not None:
+                # passthrough pools need no push: the client maps our memory
+                if h is not None and h.backing is None and s is not None:
                     s.notify_store(h.node.id, e.offset, e.conn.pool.read(e.offset, e.size))
             elif t is fx.Readable or t is fx.Disconnected:
                 if e.conn not in woken:

@@ -12,7 +12,7 @@ FRESH, BUS_OWNER, ENDPOINT_OWNER, CONNECTION = "fresh", "bus-owner", "endpoint-o
 
 class Handle:
     __slots__ = ("fh", "node", "file", "endpoint", "who", "state", "bus", "owned_endpoint",
-                 "conn", "poll_khs", "tid", "parked")
+                 "conn", "poll_khs", "tid", "parked", "backing")
 
     def __init__(self, fh: int, node, file: str, endpoint, who, tid: int):
         self.fh = fh
@@ -27,3 +27,4 @@ class Handle:
         self.conn = None
         self.poll_khs: set[int] = set()
         self.parked: list = []          # blocked RECVs (KDBUSFS_RECV_BLOCK)
+        self.backing = None             # (memfd, backing id) of a passthrough pool

@@ -11,6 +11,7 @@ which saves a syscall; _IOW commands are written back explicitly.
 from __future__ import annotations
 
 import errno
+import select
 import struct
 
 from ..abi import constants as K
@@ -25,7 +26,7 @@ from ..core.connection import ORDINARY, POLICY_HOLDER
 from ..core.message import Outgoing
 from ..fuse import caller
 from ..fuse.ops import DEFERRED, FuseError, IoctlReply
-from . import procinfo
+from . import fdpass, procinfo
 from .handle import BUS_OWNER, CONNECTION, ENDPOINT_OWNER, FRESH
 
 _U64 = struct.Struct("<Q")
@@ -97,7 +98,10 @@ class Call:
     def finish(self, return_flags: int = 0) -> IoctlReply:
         self.put_u64(16, return_flags)
         data = self._flush()
-        return IoctlReply(0, data, after_stores=self.after_stores)
+        # pushed pools: the reply must reach the kernel after the page pushes
+        # queued before it; a passthrough pool is our memory, already there
+        ordered = self.after_stores and self.handle.backing is None
+        return IoctlReply(0, data, after_stores=ordered)
 
     def _flush(self) -> bytes:
         """Apply the writes: inside the fixed struct through the reply data
@@ -158,6 +162,8 @@ def _state_check(handle, number: int) -> None:
 
 def dispatch(fs, req, handle, number: int, arg: int, in_data: bytes, out_size: int):
     if number not in COMMANDS:
+        if number == K.KDBUSFS_CMD_FD_CHANNEL:
+            return fdpass.fd_channel_ioctl(fs, req, handle, arg)
         raise FuseError(errno.ENOTTY)
     call = Call(fs, req, handle, number, arg, out_size)
     try:
@@ -216,13 +222,15 @@ def _u64(cmd, type_):
     return _U64.unpack_from(it.payload)[0] if it is not None else None
 
 
-def _policy_pairs(cmd):
+def _policy_pairs(cmd, who=None):
     pairs = []
     for it in cmd.items:
         if it.type == K.KDBUS_ITEM_NAME:
             pairs.append(("name", parse_string(it.payload)))
         elif it.type == K.KDBUS_ITEM_POLICY_ACCESS:
-            pairs.append(("access",) + struct.unpack_from("<QQQ", it.payload))
+            # ids are in the uploader's user namespace (ABI §6.1)
+            pairs.append(("access",) + md.policy_access_to_domain(
+                *struct.unpack_from("<QQQ", it.payload), getattr(who, "userns", None)))
     return pairs
 
 
@@ -249,7 +257,7 @@ def _endpoint_make(call, cmd):
 
 
 def _endpoint_update(call, cmd):
-    call.fs.domain.endpoint_update(call.handle.owned_endpoint, _policy_pairs(cmd))
+    call.fs.domain.endpoint_update(call.handle.owned_endpoint, _policy_pairs(cmd, call.handle.who))
     return call.finish()
 
 
@@ -269,13 +277,14 @@ def _hello(call, cmd):
     else:
         meta = procinfo.metadata(call.tid, md.PROCESS)
     name = _string(cmd, K.KDBUS_ITEM_NAME)
-    policy = [p for p in _policy_pairs(cmd) if p[0] == "access"]
+    policy = [p for p in _policy_pairs(cmd, h.who) if p[0] == "access"]
     domain = call.fs.domain
     conn = domain.hello(h.endpoint, h.who, flags=cmd.flags, pool_size=f["pool_size"],
                         attach_send=f["attach_flags_send"], attach_recv=f["attach_flags_recv"],
                         name=name, policy=policy,
                         description=_string(cmd, K.KDBUS_ITEM_CONN_DESCRIPTION),
-                        faked=bool(faked), meta=meta)
+                        faked=bool(faked), meta=meta,
+                        store_factory=call.fs.pool_store_for(h))
     h.state, h.conn = CONNECTION, conn
     call.fs.connection_ready(h)
     bus = conn.bus
@@ -294,7 +303,7 @@ def _update(call, cmd):
     call.fs.domain.update(call.handle.conn,
                           attach_send=_u64(cmd, K.KDBUS_ITEM_ATTACH_FLAGS_SEND),
                           attach_recv=_u64(cmd, K.KDBUS_ITEM_ATTACH_FLAGS_RECV),
-                          policy=_policy_pairs(cmd) if names else None)
+                          policy=_policy_pairs(cmd, call.handle.who) if names else None)
     return call.finish()
 
 
@@ -423,6 +432,9 @@ def _send(call, cmd):
             cancel_fd = caller.take_fd(call.tid, fdnum)
         except OSError:
             raise KdbusError(errno.EBADF, "bad cancel fd") from None
+        if not _pollable(cancel_fd):
+            call.fs.close_fd(cancel_fd)
+            raise KdbusError(errno.EINVAL, "cancel fd cannot be polled")
         if not sync:
             call.fs.close_fd(cancel_fd)
             cancel_fd = None
@@ -430,9 +442,17 @@ def _send(call, cmd):
         plan = sendmod.check(conn, sync=sync, flags=msg.flags, dst_id=msg.dst_id,
                              src_id=msg.src_id, payload_type=msg.payload_type,
                              timeout_or_reply=msg.timeout_ns, items=msg.items)
-        vec_data = {i: (call.read(a, n) if a else None) for i, n, a in plan.vecs}
-        fds = call.fs.import_fds(call.tid, plan.fds)
-        memfds = call.fs.import_memfds(call.tid, plan.memfds)
+        # one receiver and no monitor: a large vec is copied straight from the
+        # sender into that receiver's pool; otherwise it is read once here
+        single = (msg.dst_id != K.KDBUS_DST_ID_BROADCAST and not msg.flags & K.KDBUS_MSG_SIGNAL
+                  and not conn.bus.monitors)
+        vec_data = {i: _vec(call, a, n, single) for i, n, a in plan.vecs}
+        fds = call.fs.import_fds(call.tid, plan.fds, conn.user_key)
+        try:
+            memfds = call.fs.import_memfds(call.tid, plan.memfds, conn.user_key)
+        except BaseException:
+            call.fs.release_fds(fds)
+            raise
         parts = [(it.type, it.payload, vec_data.get(i)) for i, it in enumerate(msg.items)]
         out = Outgoing(flags=msg.flags, priority=msg.priority, dst_id=msg.dst_id,
                        src_id=msg.src_id, payload_type=msg.payload_type, cookie=msg.cookie,
@@ -444,9 +464,9 @@ def _send(call, cmd):
         try:
             res = call.fs.domain.send(conn, out, sync=sync, waiter=waiter,
                                       collect=lambda mask: procinfo.metadata(tid, mask))
-        except KdbusError:
+        finally:
+            # the SEND's own references; queue entries hold theirs (core/fdref.py)
             call.fs.release_fds(fds + memfds)
-            raise
     except BaseException:
         if cancel_fd is not None:
             call.fs.close_fd(cancel_fd)
@@ -459,6 +479,54 @@ def _send(call, cmd):
     call.put(32, struct.pack("<QQQ", *res))
     call.after_stores = True
     return call.finish()
+
+
+LAZY_VEC_MIN = 64 * 1024
+
+
+def _pollable(fd: int) -> bool:
+    """Whether epoll takes fd (regular files and directories it refuses)."""
+    ep = select.epoll()
+    try:
+        ep.register(fd, select.EPOLLIN)
+        return True
+    except OSError:
+        return False
+    finally:
+        ep.close()
+
+
+def _vec(call, addr: int, size: int, single: bool):
+    if not addr:
+        return None
+    if size < LAZY_VEC_MIN:
+        return call.read(addr, size)
+    if single:
+        return CallerVec(call.tid, addr, size)
+    buf = bytearray(size)
+    CallerVec(call.tid, addr, size).copy_into(buf)
+    return buf
+
+
+class CallerVec:
+    """A payload vector still in the sender's memory (the sender is blocked
+    in its SEND): the pool copies it in place with one process_vm_readv."""
+    __slots__ = ("tid", "addr", "size")
+
+    def __init__(self, tid: int, addr: int, size: int):
+        self.tid = tid
+        self.addr = addr
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def copy_into(self, view) -> None:
+        try:
+            caller.read_into(self.tid, self.addr, view)
+        except OSError as e:
+            raise KdbusError(errno.EPERM if e.errno == errno.EPERM else errno.EFAULT,
+                             "cannot read the payload") from None
 
 
 class PendingSend:
@@ -480,7 +548,7 @@ class PendingSend:
             call.put(32, struct.pack("<QQQ", *info))
             call.after_stores = True
             r = call.finish()
-            call.req.reply_ioctl(0, r.data, after_stores=True)
+            call.req.reply_ioctl(0, r.data, after_stores=r.after_stores)
         except KdbusError as e:
             call.req.reply_error(e.errno)
 

@@ -185,3 +185,71 @@ def test_notify_rules_cannot_mix_with_signal_rules(connect):
         a.add_match(1, sender=2, notify="id_add")
     with pytest.raises(ValueError):
         a.add_match(1, notify="bogus")
+
+
+def test_add_match_picks_and_returns_cookies(connect):
+    from kdbusfs.client import AUTO_COOKIE_BASE
+    listener, a, b = connect(), connect(), connect()
+    ca = listener.add_match(sender=a.id)
+    cb = listener.add_match(sender=b.id)
+    assert AUTO_COOKIE_BASE <= ca < cb
+    assert listener.add_match(7, sender=b.id) == 7
+    listener.remove_match(cb)
+    a.emit(b"a")
+    b.emit(b"b")
+    assert [m.payload for m in signals(drain(listener))] == [b"a", b"b"]   # b via cookie 7
+    listener.remove_match(7)
+    b.emit(b"b2")
+    assert drain(listener, 0.1) == []
+
+
+def test_bloom_keys_select_signals(connect):
+    listener, sender = connect(), connect()
+    listener.add_match(bloom_mask=listener.bloom("member:Changed"))
+    sender.emit(b"changed", bloom=sender.bloom("interface:org.example.S", "member:Changed"))
+    sender.emit(b"removed", bloom=sender.bloom("interface:org.example.S", "member:Removed"))
+    assert [m.payload for m in signals(drain(listener))] == [b"changed"]
+
+
+def test_bloom_mask_as_a_list_of_generations(connect):
+    listener, sender = connect(), connect()
+    listener.add_match(bloom_mask=[listener.bloom("v0"), listener.bloom("v1")])
+    sender.emit(b"old", bloom=(0, sender.bloom("v0")))
+    sender.emit(b"new", bloom=(3, sender.bloom("v1")))
+    sender.emit(b"mixed up", bloom=(3, sender.bloom("v0")))
+    assert [m.payload for m in signals(drain(listener))] == [b"old", b"new"]
+    with pytest.raises(ValueError):
+        listener.add_match(bloom_mask=[bytes(8)])            # not the bus size
+    with pytest.raises(ValueError):
+        listener.add_match(bloom_mask=[])
+
+
+def test_failed_multi_entry_add_match_leaves_nothing_behind(connect):
+    a = connect()
+    for i in range(254):
+        a.add_match(i + 1, sender=i + 1000)
+    with pytest.raises(OSError) as e:
+        a.add_match(notify="all")                  # five entries, room for two
+    assert e.value.errno == errno.EMFILE
+    a.add_match(300, sender=1)                     # the two were taken back
+    a.add_match(301, sender=1)
+
+
+def test_messages_iterator(connect):
+    listener, sender = connect(), connect()
+    listener.add_match(sender=sender.id)
+    for i in range(3):
+        sender.emit(b"%d" % i)
+    assert [m.payload for m in listener.messages(timeout=0.3)] == [b"0", b"1", b"2"]
+    assert list(listener.messages(timeout=0.05)) == []
+
+
+def test_policy_holder_connection(bus, connect):
+    holder = connect(policy_holder="org.example.*",
+                     policy=[(C.KDBUS_POLICY_ACCESS_WORLD, C.KDBUS_POLICY_TALK, 0)])
+    assert holder.flags == C.KDBUS_HELLO_POLICY_HOLDER and holder.bloom_size > 0
+    other = connect()
+    assert holder.id in {e.id for e in other.list(C.KDBUS_LIST_UNIQUE)}
+    with pytest.raises(OSError) as e:
+        holder.recv()
+    assert e.value.errno == errno.EOPNOTSUPP

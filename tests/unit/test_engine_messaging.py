@@ -276,8 +276,56 @@ def test_disconnect_of_replier_gives_epipe_and_reply_dead():
     done = [e for e in d.take_effects() if isinstance(e, fx.WaitDone)]
     assert [(e.token, e.error) for e in done] == [(t, errno.EPIPE)]
     dead = drain(d, a)
-    # exactly one REPLY_DEAD for the async request (the kernel sent two)
-    assert [(m.cookie_reply, m.types()[0]) for m in dead] == [(2, K.KDBUS_ITEM_REPLY_DEAD)]
+    # the kernel quirk of §6.6: each still-queued request is reported dead
+    # once for the queue (step 5) and the async one again for its tracker
+    # (step 7); the sync one got EPIPE instead of the second notice
+    assert [(m.cookie_reply, m.types()[0]) for m in dead] == \
+        [(1, K.KDBUS_ITEM_REPLY_DEAD), (2, K.KDBUS_ITEM_REPLY_DEAD),
+         (2, K.KDBUS_ITEM_REPLY_DEAD)]
+
+
+def test_disconnect_reports_a_received_request_dead_once():
+    d = make_domain()
+    bus = make_bus(d)
+    a, b = hello(d, bus), hello(d, bus)
+    d.send(a, msg(b.id, flags=K.KDBUS_MSG_EXPECT_REPLY, cookie=3,
+                  timeout_or_reply=d.clock() + 10**9))
+    recv(d, b)                   # no longer queued: only its tracker is left
+    d.disconnect(b)
+    assert [(m.cookie_reply, m.types()[0]) for m in drain(d, a)] == \
+        [(3, K.KDBUS_ITEM_REPLY_DEAD)]
+
+
+def test_a_failed_reply_still_uses_up_the_tracker():
+    d = make_domain()
+    bus = make_bus(d)
+    a, b = hello(d, bus, pool_size=4096), hello(d, bus)
+    d.send(a, msg(b.id, flags=K.KDBUS_MSG_EXPECT_REPLY, cookie=4,
+                  timeout_or_reply=d.clock() + 10**9))
+    recv(d, b)
+    # the reply does not fit in a's pool: the replier sees the error...
+    assert err(d.send, b, msg(a.id, b"r" * 3000, timeout_or_reply=4)) == errno.ENOBUFS
+    # ...and the request is answered all the same (§6.10, reply steps 3-5)
+    assert err(d.send, b, msg(a.id, b"r", timeout_or_reply=4)) == errno.EBADSLT
+    assert a.n_requests == 0
+
+
+def test_a_sync_reply_that_fails_is_still_seen_by_monitors():
+    d = make_domain()
+    bus = make_bus(d)
+    mon = hello(d, bus, flags=K.KDBUS_HELLO_MONITOR)
+    a, b = hello(d, bus, pool_size=4096), hello(d, bus)
+    token = object()
+    d.send(a, msg(b.id, flags=K.KDBUS_MSG_EXPECT_REPLY, cookie=6,
+                  timeout_or_reply=d.clock() + 10**9), sync=True, waiter=token)
+    recv(d, b)
+    drain(d, mon)
+    d.take_effects()
+    assert err(d.send, b, msg(a.id, b"r" * 5000, timeout_or_reply=6)) == errno.EXFULL
+    done = [e for e in d.take_effects() if isinstance(e, fx.WaitDone)]
+    assert [(e.token, e.error) for e in done] == [(token, errno.EXFULL)]
+    seen = drain(d, mon)
+    assert [(m.src_id, m.cookie_reply, len(m.payload)) for m in seen] == [(b.id, 6, 5000)]
 
 
 def test_byebye_rules():

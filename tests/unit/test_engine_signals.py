@@ -161,6 +161,26 @@ def test_monitor_sees_everything_and_is_invisible():
     assert mon.id not in ids
 
 
+def test_monitor_sees_reply_notifications():
+    d = make_domain()
+    bus = make_bus(d)
+    mon = hello(d, bus, flags=K.KDBUS_HELLO_MONITOR)
+    a, b = hello(d, bus), hello(d, bus)
+    d.send(a, msg(b.id, flags=K.KDBUS_MSG_EXPECT_REPLY, cookie=8,
+                  timeout_or_reply=d.clock() + 1000))
+    d.send(a, msg(b.id, flags=K.KDBUS_MSG_EXPECT_REPLY, cookie=9,
+                  timeout_or_reply=d.clock() + 10**9))
+    drain(d, mon)
+    d.test_clock.now += 1000
+    d.expire()
+    assert recv(d, b) is not None       # cookie 8, already timed out
+    d.recv(b, flags=K.KDBUS_RECV_DROP)  # cookie 9: dropped, so it is dead
+    got = [(m.dst_id, m.cookie_reply, m.types()[0]) for m in drain(d, mon)]
+    assert got == [(a.id, 8, K.KDBUS_ITEM_REPLY_TIMEOUT), (a.id, 9, K.KDBUS_ITEM_REPLY_DEAD)]
+    assert [m.types()[0] for m in drain(d, a)] == [K.KDBUS_ITEM_REPLY_TIMEOUT,
+                                                   K.KDBUS_ITEM_REPLY_DEAD]
+
+
 def test_broadcast_to_full_pool_counts_dropped():
     d = make_domain()
     bus = make_bus(d)
