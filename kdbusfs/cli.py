@@ -1,4 +1,4 @@
-"""The `kdbusfs` command: mount a kdbusfs instance."""
+"""The `kdbusfs` command: mount a kdbusfs instance, or run `bridge` / `ctl`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,27 @@ unprivileged user through fusermount3.
 """
 
 
+SUBCOMMANDS = """\
+other commands:
+  kdbusfs bridge --bus BUS --listen ADDRESS   serve a bus to stock D-Bus clients
+  kdbusfs ctl ...                             the same as kdbusctl: inspect and use buses
+  (a mount point named "bridge" or "ctl" is written ./bridge or ./ctl)
+"""
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="kdbusfs", description=USAGE,
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bridge":
+        from .bridge.cli import main as bridge_main
+        return bridge_main(argv[1:])
+    if argv and argv[0] == "ctl":
+        from .ctl import main as ctl_main
+        return ctl_main(argv[1:], prog="kdbusfs ctl")
+    return mount_main(argv)
+
+
+def mount_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="kdbusfs", description=USAGE, epilog=SUBCOMMANDS,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mountpoint", help="an existing empty directory")
     p.add_argument("-f", "--foreground", action="store_true",
