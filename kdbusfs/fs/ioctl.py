@@ -30,6 +30,8 @@ from . import fdpass, procinfo
 from .handle import BUS_OWNER, CONNECTION, ENDPOINT_OWNER, FRESH
 
 _U64 = struct.Struct("<Q")
+PAGE = 4096
+HEAD_READ = 512
 _SETUP = (K.KDBUS_CMD_BUS_MAKE, K.KDBUS_CMD_ENDPOINT_MAKE, K.KDBUS_CMD_HELLO)
 _IOC_READ = 2
 
@@ -62,6 +64,12 @@ class Call:
             raise KdbusError(errno.EPERM if e.errno == errno.EPERM else errno.EFAULT,
                              "cannot read caller memory") from None
 
+    def read_head(self, addr: int) -> bytes:
+        """The start of a command or message: as much as fits before the end
+        of its page (at most HEAD_READ), so that one read usually brings the
+        whole thing and never faults where an 8-byte read would not."""
+        return self.read(addr, min(HEAD_READ, PAGE - addr % PAGE))
+
     def write_now(self, addr: int, data: bytes) -> None:
         try:
             caller.write_memory(self.tid, addr, data)
@@ -80,14 +88,14 @@ class Call:
     def fetch(self, in_data: bytes) -> None:
         if self.arg % 8 or self.arg == 0:
             raise KdbusError(errno.EFAULT, "argument not 8-byte aligned")
-        head = in_data if len(in_data) >= 8 else self.read(self.arg, 8)
+        head = in_data if len(in_data) >= 8 else self.read_head(self.arg)
         size = _U64.unpack_from(head)[0]
         if size < self.spec.size:
             raise KdbusError(errno.EINVAL, "command smaller than its struct")
         if size > KDBUS_CMD_MAX_SIZE:
             raise KdbusError(errno.EMSGSIZE, "command too large")
-        if size <= len(in_data):
-            self.buf = bytes(in_data[:size])
+        if size <= len(head):
+            self.buf = bytes(head[:size])
         else:
             self.buf = self.read(self.arg, size)
             if _U64.unpack_from(self.buf)[0] != size:
@@ -403,9 +411,10 @@ def _match_remove(call, cmd):
 def _read_msg(call, addr: int, *, negotiating: bool):
     if addr % 8 or addr == 0:
         raise KdbusError(errno.EFAULT, "msg not 8-byte aligned")
-    size = _U64.unpack_from(call.read(addr, 8))[0]
+    head = call.read_head(addr)
+    size = _U64.unpack_from(head)[0]
     check_msg_size(size)
-    buf = call.read(addr, size)
+    buf = head if size <= len(head) else call.read(addr, size)
     return parse_msg(buf, size, allow_negotiate_item=negotiating)
 
 
