@@ -235,6 +235,9 @@ struct kc_send {
 	const struct iovec *vecs;
 	size_t n_vecs;
 	int sync;			/* KDBUS_SEND_SYNC_REPLY */
+	const void *bloom;		/* signals: BLOOM_FILTER data (bus bloom size) */
+	size_t bloom_size;		/* bytes of bloom; 0: no BLOOM_FILTER item */
+	uint64_t bloom_generation;
 };
 
 /*
@@ -254,6 +257,8 @@ static inline int kc_send(struct kc_conn *c, const struct kc_send *s, struct kdb
 	for (i = 0; i < s->n_vecs; i++)
 		if (s->vecs[i].iov_len)
 			size += KC_ITEM_SIZE(sizeof(struct kdbus_vec));
+	if (s->bloom_size)
+		size += KC_ITEM_SIZE(sizeof(struct kdbus_bloom_filter) + s->bloom_size);
 	msg = kc_zalloc(size);
 	if (!msg)
 		return -ENOMEM;
@@ -279,6 +284,13 @@ static inline int kc_send(struct kc_conn *c, const struct kc_send *s, struct kdb
 		it->vec.address = (uintptr_t)s->vecs[i].iov_base;
 		it = KC_ITEM_NEXT(it);
 	}
+	if (s->bloom_size) {
+		it->size = KC_ITEM_HEADER + sizeof(struct kdbus_bloom_filter) + s->bloom_size;
+		it->type = KDBUS_ITEM_BLOOM_FILTER;
+		it->bloom_filter.generation = s->bloom_generation;
+		memcpy(it->bloom_filter.data, s->bloom, s->bloom_size);
+		it = KC_ITEM_NEXT(it);
+	}
 
 	memset(&cmd, 0, sizeof(cmd));
 	cmd.size = sizeof(cmd);
@@ -290,6 +302,29 @@ static inline int kc_send(struct kc_conn *c, const struct kc_send *s, struct kdb
 	free(msg);
 	if (r == 0 && s->sync && reply)
 		*reply = (struct kdbus_msg *)(c->pool + cmd.reply.offset);
+	return r;
+}
+
+/*
+ * MATCH_ADD of one entry under `cookie` whose only rule is a BLOOM_MASK of
+ * `size` bytes (a signal matches when its filter has every bit of the mask).
+ */
+static inline int kc_add_bloom_match(struct kc_conn *c, uint64_t cookie, const void *mask,
+				     size_t size)
+{
+	size_t total = sizeof(struct kdbus_cmd_match) + KC_ITEM_SIZE(size);
+	struct kdbus_cmd_match *cmd = kc_zalloc(total);
+	int r;
+
+	if (!cmd)
+		return -ENOMEM;
+	cmd->size = total;
+	cmd->cookie = cookie;
+	cmd->items[0].size = KC_ITEM_HEADER + size;
+	cmd->items[0].type = KDBUS_ITEM_BLOOM_MASK;
+	memcpy(cmd->items[0].data64, mask, size);
+	r = kc_ioctl(c->fd, KDBUS_CMD_MATCH_ADD, cmd);
+	free(cmd);
 	return r;
 }
 

@@ -152,3 +152,43 @@ umount $mp
     assert lines[0].startswith("reply ") and lines[0].endswith("echo: hi-from-userns"), r.stdout
     # the mount existed only inside that namespace
     assert not _mounted(f"{mount_base}/ns")
+
+
+FUSERMOUNT_SCRIPT = r"""
+set -e
+base=$1
+# a private mount namespace where /dev/fuse is 0666 and user_allow_other is
+# set, as on most distributions (this host's /dev/fuse is 0600)
+mknod -m 0666 "$base/fuse" c 10 229
+mount --bind "$base/fuse" /dev/fuse
+printf 'user_allow_other\n' > "$base/fuse.conf"
+mount --bind "$base/fuse.conf" /etc/fuse.conf
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+mp=$base/mnt
+as_nobody "$PY" -m kdbusfs "$mp"
+grep " $mp " /proc/self/mountinfo | grep -q "user_id=65534"
+exec 3> >(as_nobody "$PY" -m tests.integration.actor makebus "$mp" nobody > "$base/bus.out" 2>&1)
+for i in $(seq 100); do [ -s "$base/bus.out" ] && break; sleep 0.05; done
+as_nobody "$PY" -m tests.integration.actor echo "$mp/65534-nobody" org.example.Nobody > "$base/echo.out" 2>&1 &
+echo_pid=$!
+for i in $(seq 100); do [ -s "$base/echo.out" ] && break; sleep 0.05; done
+as_nobody "$PY" -m tests.integration.actor call "$mp/65534-nobody" org.example.Nobody unprivileged
+wait $echo_pid
+exec 3>&-
+sleep 0.2
+as_nobody fusermount3 -u "$mp"
+"""
+
+
+def test_unprivileged_mount_through_fusermount3(mount_base):
+    """An ordinary user mounts kdbusfs with fusermount3, makes a bus and
+    passes messages on it; fusermount3 -u ends it."""
+    base = os.path.join(mount_base, "user")
+    os.makedirs(os.path.join(base, "mnt"))
+    for d in (base, os.path.join(base, "mnt")):
+        os.chown(d, 65534, 65534)
+    r = subprocess.run(["unshare", "--mount", "bash", "-c", FUSERMOUNT_SCRIPT, "x", base],
+                       env=dict(ENV, PY=sys.executable), cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert r.stdout.split("\n")[0].endswith("echo: unprivileged"), r.stdout
