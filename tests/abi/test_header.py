@@ -124,7 +124,8 @@ def test_helper_macros(c_abi):
 # --- constants -----------------------------------------------------------------
 
 # kdbusfs extensions: ours, outside the sheet, never colliding with it.
-EXTENSIONS = {"KDBUSFS_RECV_BLOCK": 1 << 32}
+EXTENSIONS = {"KDBUSFS_RECV_BLOCK": 1 << 32, "KDBUSFS_ITEM_FD_CHANNEL": 0x7F00,
+              "KDBUSFS_CMD_FD_CHANNEL": 0x401895F0}
 
 
 @needs_gcc
@@ -144,7 +145,8 @@ def test_c_and_python_constants_agree(c_abi):
 
 
 def test_ioctl_names():
-    assert constants.IOCTL_NAMES == {v: k for k, v in sheet.IOCTLS.items()}
+    ext = {EXTENSIONS["KDBUSFS_CMD_FD_CHANNEL"]: "KDBUSFS_CMD_FD_CHANNEL"}
+    assert constants.IOCTL_NAMES == {**{v: k for k, v in sheet.IOCTLS.items()}, **ext}
 
 
 @pytest.mark.parametrize("name", sorted(sheet.IOCTLS))
