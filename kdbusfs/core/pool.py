@@ -19,17 +19,17 @@ from ..abi.items import align8
 ALIGN = 8
 
 
-class AnonymousStore:
-    """The authoritative copy of a pool: an anonymous shared mapping.
+class MappedStore:
+    """The authoritative copy of a pool: a shared mapping of pool_size bytes.
 
     Memory in use follows what was written, not pool_size, because the
     kernel only backs the pages that are touched.
     """
 
-    def __init__(self, size: int):
+    def __init__(self, buf: mmap.mmap, size: int):
         self.size = size
-        self.buf = mmap.mmap(-1, size)
-        self.view = memoryview(self.buf)
+        self.buf = buf
+        self.view = memoryview(buf)
 
     def write(self, offset: int, data) -> None:
         self.view[offset:offset + len(data)] = data
@@ -41,6 +41,13 @@ class AnonymousStore:
     def close(self) -> None:
         self.view.release()
         self.buf.close()
+
+
+class AnonymousStore(MappedStore):
+    """A pool store in anonymous memory (pools pushed to the page cache)."""
+
+    def __init__(self, size: int):
+        super().__init__(mmap.mmap(-1, size), size)
 
 
 class Slice:

@@ -16,6 +16,8 @@ import fcntl
 import mmap
 import os
 
+from ..core.pool import MappedStore
+
 F_ADD_SEALS = 1033
 F_SEAL_SHRINK = 0x2
 F_SEAL_GROW = 0x4
@@ -40,23 +42,11 @@ def new_pool_file() -> int:
     return os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
 
 
-class MemfdStore:
-    """A pool store over the connection's memfd (see AnonymousStore)."""
+class MemfdStore(MappedStore):
+    """A pool store over the connection's memfd, sealed once mapped."""
 
     def __init__(self, fd: int, size: int):
         os.ftruncate(fd, size)
-        self.size = size
-        self.buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self.view = memoryview(self.buf)
+        super().__init__(mmap.mmap(fd, size, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE), size)
         fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
-
-    def write(self, offset: int, data) -> None:
-        self.view[offset:offset + len(data)] = data
-
-    def read(self, offset: int, size: int) -> bytes:
-        end = min(offset + size, self.size)
-        return bytes(self.view[offset:end]) if offset < end else b""
-
-    def close(self) -> None:
-        self.view.release()
-        self.buf.close()
