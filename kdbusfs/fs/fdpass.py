@@ -101,6 +101,14 @@ def _fstype(mnt_id: int, tid: int) -> str | None:
     return None
 
 
+def on_fuse(fd: int, tid: int) -> bool:
+    """Whether fd is a file of some FUSE mount: polling it would ask that
+    mount's server, which may never answer."""
+    mnt = _mnt_id(fd)
+    fstype = _fstype(mnt, tid) if mnt is not None else None
+    return bool(fstype and fstype.startswith("fuse"))
+
+
 def _tgid(tid: int) -> int:
     try:
         with open(f"/proc/{tid}/status") as f:
@@ -227,7 +235,8 @@ def import_memfds(fs, tid: int, memfds, user) -> list:
                 got = caller.take_fd(tid, fd)
             except OSError:
                 raise KdbusError(errno.EBADF, "bad memfd") from None
-            out.append(t.ref(got, user, fuse=False))
+            # a FUSE file (our own mount's too) must be closed off the loop
+            out.append(t.ref(got, user, fuse=on_fuse(got, tid)))
             try:
                 # answered by shmem itself: safe on any file, EINVAL if not shmem
                 seals = fcntl.fcntl(got, F_GET_SEALS)
@@ -351,7 +360,7 @@ def _take_channel(tid: int, fd: int) -> FdChannel:
     except OSError:
         raise KdbusError(errno.EBADF, "bad fd") from None
     if not _link(got).startswith("socket:"):
-        _close_quietly(got)
+        close_fd(got, fuse=on_fuse(got, tid))
         raise KdbusError(errno.EINVAL, "not a socket")
     sock = socket.socket(fileno=got)
     try:

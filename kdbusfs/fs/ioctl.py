@@ -441,6 +441,11 @@ def _send(call, cmd):
             cancel_fd = caller.take_fd(call.tid, fdnum)
         except OSError:
             raise KdbusError(errno.EBADF, "bad cancel fd") from None
+        if fdpass.on_fuse(cancel_fd, call.tid):
+            # polling (or even closing) a FUSE file asks its server, maybe
+            # this very one: refuse it, and close it off the request loop
+            fdpass.close_fd(cancel_fd, fuse=True)
+            raise KdbusError(errno.EINVAL, "cancel fd on a FUSE mount")
         if not _pollable(cancel_fd):
             call.fs.close_fd(cancel_fd)
             raise KdbusError(errno.EINVAL, "cancel fd cannot be polled")

@@ -614,6 +614,19 @@ def test_cancel_fd_that_cannot_be_polled_is_einval(connect):
     assert service.recv_wait(5).payload == b"still serving"
 
 
+def test_cancel_fd_on_a_fuse_mount_is_refused(connect, mount):
+    """Polling a FUSE file asks that file's server, which may never answer:
+    such a cancel fd is refused (EINVAL, as for any fd that cannot be
+    polled) instead of being allowed to stall the bus."""
+    caller, service = connect(), connect()
+    fd = os.open(mount.control, os.O_RDWR)
+    try:
+        assert errno_of(caller.call, service.id, b"x", timeout=5, cancel_fd=fd) == errno.EINVAL
+    finally:
+        os.close(fd)
+    assert service.recv() is None
+
+
 def test_blocked_call_ends_with_econnreset_when_its_connection_goes(connect):
     caller, service = connect(), connect()
     result = {}

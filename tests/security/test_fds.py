@@ -115,6 +115,9 @@ def test_memfd_checks(connect_pair, tmp_path):
         assert err((regular, 0, 3)) == errno.EMEDIUMTYPE
         assert err((sealed, 1, 3)) == errno.EFAULT                    # beyond the end
         assert err((999, 0, 3)) == errno.EBADF
+        # a file of this very mount: closing it must not ask this server for a
+        # FLUSH while it is busy with the SEND (a self-deadlock, unkillable)
+        assert err((rx.fileno(), 0, 3)) == errno.EMEDIUMTYPE
         with pytest.raises(OSError) as e:
             tx.send(rx.id, b"x", memfds=[(sealed, 0, 3)] * 17)
         assert e.value.errno == errno.E2BIG
@@ -223,6 +226,7 @@ def test_channel_registration_rules(bus, agent):
     conn_other.connect(path)
     try:
         assert register(r) == errno.EINVAL                       # not a socket
+        assert register(c.fd) == errno.EINVAL                    # a file of this mount
         assert register(stream_a.fileno()) == errno.EINVAL       # not SEQPACKET
         assert register(conn_other.fileno()) == errno.EINVAL     # peer is someone else
         assert register(12345) == errno.EBADF
