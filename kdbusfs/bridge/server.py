@@ -46,7 +46,8 @@ async def serve(config: BridgeConfig, addresses: list[UnixAddress], *,
             sockets.append(listen(a))
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+            # the handler is in place before we say we are listening
+            await nursery.start(_stop_on_signals, nursery.cancel_scope)
             for listener in listeners:
                 nursery.start_soon(trio.serve_listeners, _handler(config), [listener])
             task_status.started([f"{a},guid={config.guid}" for a in addresses])
@@ -67,8 +68,10 @@ def _handler(config: BridgeConfig):
     return handle
 
 
-async def _stop_on_signals(scope: trio.CancelScope) -> None:
+async def _stop_on_signals(scope: trio.CancelScope,
+                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("%s: stopping", signal.Signals(signum).name)
             scope.cancel()

@@ -32,7 +32,8 @@ matches too:
     for msg in listener.messages(timeout=1.0):
         print(msg.kind, msg.src_id, msg.notification or msg.payload)
 
-Module map: bus (BUS_MAKE), connection (HELLO, pool, FREE, UPDATE, BYEBYE),
+Module map: bus (BUS_MAKE), endpoint (custom endpoints: ENDPOINT_MAKE and
+ENDPOINT_UPDATE), connection (HELLO, pool, FREE, UPDATE, BYEBYE),
 messaging (SEND, RECV, replies, poll), message (parsing pool slices),
 metadata (metadata items), names (NAME_ACQUIRE/RELEASE, LIST), info
 (CONN_INFO, BUS_CREATOR_INFO), match (MATCH_ADD/REMOVE and rule helpers),
@@ -44,6 +45,7 @@ from kdbusfs.abi import constants
 
 from .bus import Bus, make_bus
 from .connection import DEFAULT_POOL_SIZE, Connection
+from .endpoint import Endpoint, make_endpoint
 from .info import ATTACH_ALL, Info, parse_info, parse_info_records
 from .match import ANY, AUTO_COOKIE_BASE, NotifyRule, all_notifications, notify_id, notify_name
 from .message import (IdNotification, Memfd, Message, NameNotification, ReplyNotification,
@@ -55,8 +57,8 @@ from .names import LIST_ALL, ListEntry
 __all__ = [
     "ANY", "ANY_PRIORITY", "ATTACH_ALL", "AUTO_COOKIE_BASE", "Audit", "BROADCAST", "Bus",
     "Canceller", "Caps", "Connection", "Creds", "DEFAULT_POOL_SIZE", "DEFAULT_TIMEOUT",
-    "IdNotification", "Info", "LIST_ALL", "ListEntry", "Memfd", "Message", "Metadata",
-    "NameNotification", "NotifyRule", "OwnedName", "Pids", "ReplyNotification", "Timestamp",
-    "all_notifications", "constants", "make_bus", "notify_id", "notify_name", "parse_info",
-    "parse_info_records", "parse_message",
+    "Endpoint", "IdNotification", "Info", "LIST_ALL", "ListEntry", "Memfd", "Message",
+    "Metadata", "NameNotification", "NotifyRule", "OwnedName", "Pids", "ReplyNotification",
+    "Timestamp", "all_notifications", "constants", "make_bus", "make_endpoint", "notify_id",
+    "notify_name", "parse_info", "parse_info_records", "parse_message",
 ]

@@ -1,4 +1,5 @@
-"""The syscalls the client needs: ioctl, mmap/munmap, clocks, raw addresses.
+"""The syscalls the client needs: ioctl, mmap/munmap, clocks, raw addresses,
+and the fds the client owns (a bus, an endpoint, a connection).
 
 Everything here is plain libc through the standard library (fcntl, os,
 select, time) and ctypes/cffi for the two things Python lacks: a mapping that
@@ -11,6 +12,7 @@ import ctypes
 import errno
 import os
 import time
+from typing import Callable, Self
 
 import cffi
 
@@ -90,6 +92,58 @@ def pin(data) -> tuple[object, int]:
     """
     cdata = _ffi.from_buffer("char[]", data)
     return cdata, int(_ffi.cast("uintptr_t", cdata))
+
+
+# --------------------------------------------------------------------------
+# owned fds
+
+
+def open_command(path: str, request: int, command: Callable[[], bytes]) -> int:
+    """A fresh fd on ``path`` (O_RDWR | O_CLOEXEC) on which the ioctl
+    ``request`` with the command ``command()`` builds succeeded: BUS_MAKE or
+    ENDPOINT_MAKE, whose result lives as long as this fd.  If building the
+    command or the ioctl fails, the fd is closed again and the error raised
+    (OSError with the errno of open() or of the ioctl)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        ioctl(fd, request, cmd_buffer(command()))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class OwnedFd:
+    """The lifetime of an object that owns one fd, ``self._fd`` (-1 once
+    closed): :meth:`close` closes it once, a ``with`` block closes it at its
+    end, and so does garbage collection."""
+
+    _fd: int
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _fd_state(self) -> str:
+        """``closed`` or ``fd=N``, for __repr__."""
+        return "closed" if self.closed else f"fd={self._fd}"
 
 
 # --------------------------------------------------------------------------

@@ -25,8 +25,9 @@ from typing import Iterable, Union
 _M64 = (1 << 64) - 1
 
 # The fixed SipHash keys of sd-bus's bloom filters (public constants, needed
-# to set the same bits as sd-bus clients do).
-_HASH_KEYS = tuple(bytes.fromhex(k) for k in (
+# to set the same bits as sd-bus clients do): 8 keys of 16 bytes, i.e. 64
+# bytes of hash output per key at most.
+HASH_KEYS = tuple(bytes.fromhex(k) for k in (
     "b9660bf0467047c18875c49c54b9bd15",
     "aaa154a2e0714b39bfe1dd2e9fc54a3b",
     "63fdaebecd824812a16e4126cbfaa0c8",
@@ -45,7 +46,13 @@ def _rotl(x: int, b: int) -> int:
 
 
 def siphash24(data: bytes, key: bytes) -> int:
-    """SipHash-2-4 of ``data`` under the 16-byte ``key``, as a u64."""
+    """SipHash-2-4 (Aumasson and Bernstein, 2012) of ``data`` under the
+    16-byte ``key``, as a u64: the integer whose little-endian bytes are the
+    reference implementation's 8 output bytes.  ValueError for another key
+    length.  (hashlib has no SipHash; this is slow next to C but only hashes
+    a few short strings per signal.)"""
+    if len(key) != 16:
+        raise ValueError("SipHash needs a 16-byte key")
     k0, k1 = struct.unpack("<QQ", key)
     v0 = k0 ^ 0x736F6D6570736575
     v1 = k1 ^ 0x646F72616E646F6D
@@ -81,26 +88,31 @@ def siphash24(data: bytes, key: bytes) -> int:
     return v0 ^ v1 ^ v2 ^ v3
 
 
-def _bits_needed(size: int) -> tuple[int, int]:
-    """(bits in the filter, bytes of hash per bit index)."""
-    m = size * 8
-    return m, (m.bit_length() - 1 + 7) // 8
+def bytes_per_index(size: int) -> int:
+    """w: the hash bytes that make one bit index for a ``size``-byte filter."""
+    return ((size * 8).bit_length() - 1 + 7) // 8
+
+
+def valid_parameters(size: int, n_hash: int) -> bool:
+    """Whether the scheme's hash output covers ``n_hash`` indexes into a
+    ``size``-byte filter."""
+    return size > 0 and n_hash > 0 and n_hash * bytes_per_index(size) <= 8 * len(HASH_KEYS)
 
 
 def check_parameters(size: int, n_hash: int) -> None:
     """ValueError unless keys can be hashed into filters of this bus."""
     if size <= 0 or size % 8 or n_hash <= 0:
         raise ValueError(f"bad bloom parameters: size {size}, n_hash {n_hash}")
-    _, w = _bits_needed(size)
-    if n_hash * w > len(_HASH_KEYS) * 8:
+    if not valid_parameters(size, n_hash):
         raise ValueError(f"n_hash {n_hash} needs more hash bits than the scheme has")
 
 
-def key_bits(key: Key, size: int, n_hash: int) -> list[int]:
-    """The bit numbers ``key`` sets in a ``size``-byte filter."""
-    check_parameters(size, n_hash)
-    data = key.encode("utf-8") if isinstance(key, str) else bytes(key)
-    m, w = _bits_needed(size)
+def hash_bits(data: bytes, size: int, n_hash: int) -> list[int]:
+    """The bit numbers the entry ``data`` sets in a ``size``-byte filter: the
+    core of the scheme, without checking the parameters (see
+    :func:`valid_parameters`)."""
+    m = size * 8
+    w = bytes_per_index(size)
     out = []
     stream = b""
     used = 0
@@ -109,13 +121,26 @@ def key_bits(key: Key, size: int, n_hash: int) -> list[int]:
         p = 0
         for _ in range(w):
             if used == len(stream):
-                stream = siphash24(data, _HASH_KEYS[next_key]).to_bytes(8, "little")
+                stream = siphash24(data, HASH_KEYS[next_key]).to_bytes(8, "little")
                 next_key += 1
                 used = 0
             p = (p << 8) | stream[used]
             used += 1
         out.append(p & (m - 1))
     return out
+
+
+def set_bits(filter_: bytearray, bits: Iterable[int]) -> None:
+    """Set the bit numbers ``bits`` in ``filter_`` (bit n: byte n // 8, 1 << n % 8)."""
+    for bit in bits:
+        filter_[bit >> 3] |= 1 << (bit & 7)
+
+
+def key_bits(key: Key, size: int, n_hash: int) -> list[int]:
+    """The bit numbers ``key`` sets in a ``size``-byte filter."""
+    check_parameters(size, n_hash)
+    data = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    return hash_bits(data, size, n_hash)
 
 
 def bloom(size: int, n_hash: int, keys: Iterable[Key] = ()) -> bytes:
@@ -125,8 +150,7 @@ def bloom(size: int, n_hash: int, keys: Iterable[Key] = ()) -> bytes:
     """
     buf = bytearray(size)
     for key in keys:
-        for bit in key_bits(key, size, n_hash):
-            buf[bit >> 3] |= 1 << (bit & 7)
+        set_bits(buf, key_bits(key, size, n_hash))
     return bytes(buf)
 
 

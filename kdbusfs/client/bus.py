@@ -28,12 +28,13 @@ def access_flags(access: str | None) -> int:
         raise ValueError(f"access must be 'world', 'group' or None, not {access!r}") from None
 
 
-class Bus:
+class Bus(_sys.OwnedFd):
     """A bus created by this process.
 
     ``name`` is the full bus name (``<euid>-<suffix>``), ``dir`` its
     directory in the mount and ``path`` its default endpoint file (``bus``),
-    which :meth:`Connection.open` takes.
+    which :meth:`Connection.open` takes.  Closing it (close(), the end of a
+    ``with`` block) closes the owner fd, which destroys the bus.
     """
 
     def __init__(self, fd: int, mount_path: str, name: str, bloom_size: int, n_hash: int,
@@ -47,10 +48,6 @@ class Bus:
         self.n_hash = n_hash
         self.flags = flags
 
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
     def fileno(self) -> int:
         if self._fd < 0:
             raise ValueError("bus is closed")
@@ -61,27 +58,8 @@ class Bus:
         from .connection import Connection
         return Connection.open(self.path, **kwargs)
 
-    def close(self) -> None:
-        """Close the owner fd, which destroys the bus."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-
-    def __enter__(self) -> "Bus":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"fd={self._fd}"
-        return f"<Bus {self.name} at {self.dir} {state}>"
+        return f"<Bus {self.name} at {self.dir} {self._fd_state()}>"
 
 
 def make_bus(mount_path: str, name: str, *, bloom_size: int = 64, n_hash: int = 1,
@@ -95,11 +73,6 @@ def make_bus(mount_path: str, name: str, *, bloom_size: int = 64, n_hash: int = 
     """
     full = f"{os.geteuid()}-{name}"
     flags = access_flags(access)
-    fd = os.open(os.path.join(mount_path, "control"), os.O_RDWR | os.O_CLOEXEC)
-    try:
-        buf = _sys.cmd_buffer(cmds.bus_make(full, bloom_size, n_hash, flags, attach_send))
-        _sys.ioctl(fd, C.KDBUS_CMD_BUS_MAKE, buf)
-    except BaseException:
-        os.close(fd)
-        raise
+    fd = _sys.open_command(os.path.join(mount_path, "control"), C.KDBUS_CMD_BUS_MAKE,
+                           lambda: cmds.bus_make(full, bloom_size, n_hash, flags, attach_send))
     return Bus(fd, mount_path, full, bloom_size, n_hash, flags)

@@ -28,7 +28,7 @@ from .pool import Pool
 DEFAULT_POOL_SIZE = 16 * 1024 * 1024
 
 
-class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
+class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin, _sys.OwnedFd):
     """One connection to a bus.  Create it with :meth:`Connection.open`.
 
     Attributes: ``id`` (the unique id), ``id128`` (the bus UUID, 16 bytes),
@@ -135,10 +135,6 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
         return conn
 
     @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
-    @property
     def bus_uuid(self) -> uuid.UUID:
         return uuid.UUID(bytes=bytes(self.id128))
 
@@ -155,25 +151,10 @@ class Connection(MessagingMixin, NamesMixin, InfoMixin, MatchMixin):
         if self.pool is not None:
             pool, self.pool = self.pool, None
             pool.close()
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-
-    def __enter__(self) -> "Connection":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        super().close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"fd={self._fd}"
-        return f"<Connection {self.id} on {self.path} {state}>"
+        return f"<Connection {self.id} on {self.path} {self._fd_state()}>"
 
     # ------------------------------------------------------------------
     # pool

@@ -32,8 +32,12 @@ def policy_items(entries: Iterable[PolicyEntry]) -> bytes:
     return out
 
 
-class Endpoint:
-    """A custom endpoint made by this process; ``path`` is its file."""
+class Endpoint(_sys.OwnedFd):
+    """A custom endpoint made by this process; ``path`` is its file.
+
+    Closing it (close(), the end of a ``with`` block) closes the owner fd,
+    which removes the endpoint and disconnects its connections.
+    """
 
     def __init__(self, fd: int, bus_dir: str, name: str, flags: int):
         self._fd = fd
@@ -42,36 +46,13 @@ class Endpoint:
         self.path = os.path.join(bus_dir, name)
         self.flags = flags
 
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
     def update_policy(self, entries: Iterable[PolicyEntry]) -> None:
         """ENDPOINT_UPDATE: replace the whole policy with ``entries``."""
         buf = _sys.cmd_buffer(cmds.cmd(0, policy_items(entries)))
         _sys.ioctl(self._fd, C.KDBUS_CMD_ENDPOINT_UPDATE, buf)
 
-    def close(self) -> None:
-        """Close the owner fd, which removes the endpoint and disconnects its
-        connections."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-
-    def __enter__(self) -> "Endpoint":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self) -> str:
-        return f"<Endpoint {self.path} {'closed' if self.closed else f'fd={self._fd}'}>"
+        return f"<Endpoint {self.path} {self._fd_state()}>"
 
 
 def make_endpoint(bus_dir: str, name: str, *, access: str | None = None,
@@ -81,13 +62,8 @@ def make_endpoint(bus_dir: str, name: str, *, access: str | None = None,
     Raises OSError with the errno of ENDPOINT_MAKE / ENDPOINT_UPDATE."""
     full = f"{os.geteuid()}-{name}"
     flags = access_flags(access)
-    fd = os.open(os.path.join(bus_dir, "bus"), os.O_RDWR | os.O_CLOEXEC)
-    try:
-        items = I.item_string(C.KDBUS_ITEM_MAKE_NAME, full)
-        _sys.ioctl(fd, C.KDBUS_CMD_ENDPOINT_MAKE, _sys.cmd_buffer(cmds.cmd(flags, items)))
-    except BaseException:
-        os.close(fd)
-        raise
+    fd = _sys.open_command(os.path.join(bus_dir, "bus"), C.KDBUS_CMD_ENDPOINT_MAKE,
+                           lambda: cmds.cmd(flags, I.item_string(C.KDBUS_ITEM_MAKE_NAME, full)))
     ep = Endpoint(fd, bus_dir, full, flags)
     policy = list(policy)
     if policy:

@@ -28,10 +28,11 @@ emulated by each connection itself (the org.freedesktop.DBus driver).
                 print(msg.body)
 
 Module map: names (unique names <-> kdbus ids), signature (splitting
-signatures), rules (match rules), siphash and bloom (sd-bus's bloom scheme,
-documented there), wire (D-Bus message <-> kdbus message, notifications
-as driver signals), matches (rules as kdbus match entries), driver
-(org.freedesktop.DBus), peer (one D-Bus connection, synchronous), service
+signatures), rules (match rules), bloom (sd-bus's bloom scheme, documented
+there: which entries go into filters and masks; the hashing is
+kdbusfs.client.bloom's), wire (D-Bus message <-> kdbus message,
+notifications as driver signals), matches (rules as kdbus match entries),
+driver (org.freedesktop.DBus), peer (one D-Bus connection, synchronous), service
 (exported objects), bus (the API apart from the loop), io.trio and
 io.asyncio (the API on each loop), errors.
 """

@@ -11,9 +11,11 @@ The scheme (sd-bus's, so filters interoperate with kdbus-era systemd):
 
 * Each entry is the string ``"<key>:<value>"`` (UTF-8, no NUL).  For each
   of the ``n_hash`` hash functions, ``w = (log2(8*size) + 7) // 8`` bytes
-  are taken, in order, from the SipHash-2-4 outputs of the entry under the
-  fixed keys below (one key per 8 bytes consumed); they form a big-endian
-  number whose low bits (``& (8*size - 1)``) give the bit to set.
+  are taken, in order, from the SipHash-2-4 outputs of the entry under
+  sd-bus's fixed keys (one key per 8 bytes consumed); they form a big-endian
+  number whose low bits (``& (8*size - 1)``) give the bit to set.  That
+  core is the client library's (kdbusfs.client.bloom: HASH_KEYS,
+  siphash24, hash_bits); this module chooses the entries.
 * A signal's filter (generation 0) holds ``message-type:signal``,
   ``interface:I``, ``member:M``, ``path:P``, ``path-slash-prefix:P`` and
   ``path-slash-prefix:Q`` for every prefix Q of P ending before or after
@@ -35,35 +37,14 @@ from __future__ import annotations
 
 from jeepney import HeaderFields, Message
 
-from .rules import TYPE_NAMES, MatchRule
-from .siphash import siphash24
-from .signature import split_signature
+# HASH_KEYS, bytes_per_index and valid_parameters are also this module's API.
+from kdbusfs.client.bloom import HASH_KEYS, bytes_per_index, hash_bits, set_bits, valid_parameters
 
-# sd-bus's fixed SipHash keys: 8 keys of 16 bytes, i.e. 64 bytes of hash
-# output per entry at most.
-HASH_KEYS = tuple(bytes.fromhex(k) for k in (
-    "b9660bf0467047c18875c49c54b9bd15",
-    "aaa154a2e0714b39bfe1dd2e9fc54a3b",
-    "63fdaebecd824812a16e4126cbfaa0c8",
-    "23be452932d2462d82035228fe3717f5",
-    "563bbfee5a4f4339afaa9408dff0fc10",
-    "3180c873c7ea46d3aa25750f9e4c0929",
-    "7df7184b7ba444d5853c06e06553966d",
-    "f277e96f93b54e719a0c34883925bf35",
-))
+from .rules import TYPE_NAMES, MatchRule
+from .signature import split_signature
 
 #: The most string-like leading arguments a filter describes.
 MAX_ARGS = 64
-
-
-def bytes_per_index(size: int) -> int:
-    """w: the hash bytes that make one bit index for a ``size``-byte filter."""
-    return ((size * 8).bit_length() - 1 + 7) // 8
-
-
-def valid_parameters(size: int, n_hash: int) -> bool:
-    """Whether sd-bus's scheme covers these bus bloom parameters."""
-    return size > 0 and n_hash > 0 and n_hash * bytes_per_index(size) <= 8 * len(HASH_KEYS)
 
 
 class Bloom:
@@ -75,24 +56,10 @@ class Bloom:
                              f"the scheme's {8 * len(HASH_KEYS)} hash bytes")
         self.size = size
         self.n_hash = n_hash
-        self._bits = 0
-        self._w = bytes_per_index(size)
+        self._buf = bytearray(size)
 
     def add(self, entry: bytes) -> None:
-        m = self.size * 8
-        stream = b""
-        key = 0
-        pos = 0
-        for _ in range(self.n_hash):
-            p = 0
-            for _ in range(self._w):
-                if pos == len(stream):
-                    stream = siphash24(HASH_KEYS[key], entry).to_bytes(8, "little")
-                    key += 1
-                    pos = 0
-                p = (p << 8) | stream[pos]
-                pos += 1
-            self._bits |= 1 << (p & (m - 1))
+        set_bits(self._buf, hash_bits(entry, self.size, self.n_hash))
 
     def add_pair(self, key: str, value: str) -> None:
         self.add(f"{key}:{value}".encode())
@@ -115,7 +82,7 @@ class Bloom:
             self.add(head + cur)
 
     def to_bytes(self) -> bytes:
-        return self._bits.to_bytes(self.size, "little")
+        return bytes(self._buf)
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()

@@ -4,11 +4,13 @@
 (kdbusfs.dbus.io) share: building messages, pending calls by serial,
 signal subscriptions, exported objects, and turning each received message
 into the right action.  A front-end supplies waiters (something a reply
-completes), queues for subscriptions, and a way to run method handlers.
+completes) and a way to wait for one, queues for subscriptions (with
+put_nowait(), and close() to end them), and a way to run method handlers.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 from typing import Any
@@ -27,6 +29,8 @@ from .wire import DEFAULT_REPLY_TIMEOUT, error_reply, method_return, new_message
 log = logging.getLogger("kdbusfs.dbus")
 
 _SERIAL_MAX = (1 << 32) - 1
+#: Extra time a call waits after its deadline for the kernel's REPLY_TIMEOUT.
+_GRACE = 1.0
 _DRIVER = (DRIVER_NAME, DRIVER_PATH, DRIVER_INTERFACE)
 
 
@@ -40,7 +44,8 @@ def reply_body(reply: Message) -> tuple:
 
 
 class Subscription:
-    """Signals matching ``rule``, queued for one consumer."""
+    """Signals matching ``rule``, queued for one consumer (``queue``: its
+    put_nowait() takes a signal, its close() ends the consumer's stream)."""
 
     def __init__(self, rule: MatchRule, queue):
         self.rule = rule
@@ -67,6 +72,10 @@ class BusBase:
         raise NotImplementedError
 
     def _complete(self, waiter, msg: Message) -> None:
+        raise NotImplementedError
+
+    async def _wait_reply(self, waiter, seconds: float) -> Message | None:
+        """The message that completed ``waiter``, or None after ``seconds``."""
         raise NotImplementedError
 
     def _spawn_handler(self, msg: Message) -> None:
@@ -137,7 +146,17 @@ class BusBase:
         Raises DBusError for an error reply, NoReply when none came within
         ``timeout`` seconds (or the callee went away first).
         """
-        raise NotImplementedError
+        msg = self.method_call(destination, path, interface, member, signature, body,
+                               no_auto_start=no_auto_start)
+        serial, waiter = self._start_call(msg, timeout)
+        try:
+            reply = await self._wait_reply(waiter, timeout + _GRACE)
+        finally:
+            self._forget_call(serial)
+        if reply is None:
+            raise DBusError(errors.NO_REPLY, f"no reply to {member} within {timeout} s")
+        reply_body(reply)  # raises for an error reply
+        return reply
 
     async def call(self, destination: str, path: str, interface: str | None, member: str,
                    signature: str = "", body: tuple = (), *,
@@ -241,6 +260,14 @@ class BusBase:
                                  sender=self.unique_name)
         if wants_reply(msg) and self._closed_error is None:
             self.send_message(answer)
+
+    def _disconnected(self, e: OSError) -> None:
+        """Receiving failed with ``e``: the connection is gone.  End every
+        pending call with Disconnected, and every subscription's stream."""
+        reason = "the bus connection was reset" if e.errno == errno.ECONNRESET else str(e)
+        self._fail_all(DBusError(errors.DISCONNECTED, reason))
+        for sub in self._subscriptions:
+            sub.queue.close()
 
     def _fail_all(self, error: DBusError) -> None:
         """The connection is gone: end every pending call with ``error``."""

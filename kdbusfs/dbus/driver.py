@@ -64,6 +64,14 @@ def machine_id(fallback: bytes) -> str:
     return fallback.hex()
 
 
+def _parse_rule(text: str) -> MatchRule:
+    """The rule of AddMatch/RemoveMatch; DBusError MatchRuleInvalid if malformed."""
+    try:
+        return MatchRule.parse(text)
+    except MatchRuleError as e:
+        raise DBusError(errors.MATCH_RULE_INVALID, str(e)) from None
+
+
 class Driver:
     """Answers method calls to org.freedesktop.DBus for one connection."""
 
@@ -259,19 +267,11 @@ class Driver:
     # matches
 
     def _add_match(self, text: str):
-        try:
-            rule = MatchRule.parse(text)
-        except MatchRuleError as e:
-            raise DBusError(errors.MATCH_RULE_INVALID, str(e)) from None
-        self.matches.add(rule)
+        self.matches.add(_parse_rule(text))
         return ()
 
     def _remove_match(self, text: str):
-        try:
-            rule = MatchRule.parse(text)
-        except MatchRuleError as e:
-            raise DBusError(errors.MATCH_RULE_INVALID, str(e)) from None
-        self.matches.remove(rule)
+        self.matches.remove(_parse_rule(text))
         return ()
 
     def _become_monitor(self, _rules, _flags):

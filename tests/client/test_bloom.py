@@ -1,12 +1,27 @@
-"""Bloom filters from keys (kdbusfs.client.bloom): pure, no mount."""
+"""Bloom filters from keys (kdbusfs.client.bloom): pure, no mount.
+
+This is the one implementation of SipHash-2-4 and of sd-bus's bit setting;
+kdbusfs.dbus.bloom only chooses the entries (tests/dbus/test_bloom.py).
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from kdbusfs.client.bloom import bloom, check_parameters, contains, key_bits, siphash24
+from kdbusfs.client.bloom import (bloom, check_parameters, contains, hash_bits, key_bits,
+                                  set_bits, siphash24)
 
 KEY = bytes(range(16))
+
+#: The bits of "interface:org.example.Sensor" in sd-bus's scheme, per
+#: (size, n_hash): what the library's two former copies of the scheme (the
+#: client's and kdbusfs.dbus's) both set.
+SENSOR_BITS = {
+    (8, 1): [25],
+    (64, 1): [368],
+    (64, 4): [368, 433, 421, 506],
+    (4096, 7): [6512, 8113, 6565, 14842, 26439, 1677, 220],
+}
 
 
 def test_siphash24_reference_vectors():
@@ -14,6 +29,8 @@ def test_siphash24_reference_vectors():
     assert siphash24(b"", KEY) == 0x726FDB47DD0E0E31
     assert siphash24(bytes(range(8)), KEY) == 0x93F5F5799A932462
     assert siphash24(bytes(range(15)), KEY) == 0xA129CA6149BE45E5
+    with pytest.raises(ValueError):
+        siphash24(b"", b"short")
 
 
 def test_keys_set_n_hash_bits_inside_the_filter():
@@ -25,6 +42,17 @@ def test_keys_set_n_hash_bits_inside_the_filter():
         assert sum(bin(x).count("1") for x in f) == len(set(bits))
     assert key_bits("member:Changed", 64, 1) == key_bits(b"member:Changed", 64, 1)
     assert key_bits("member:Changed", 64, 1) != key_bits("member:Other", 64, 1)
+
+
+def test_known_bits_of_a_key():
+    key = "interface:org.example.Sensor"
+    for (size, n_hash), bits in SENSOR_BITS.items():
+        assert key_bits(key, size, n_hash) == bits
+        assert hash_bits(key.encode(), size, n_hash) == bits
+        f = bytearray(size)
+        set_bits(f, bits)
+        assert bloom(size, n_hash, [key]) == bytes(f)
+        assert all(f[b // 8] >> (b % 8) & 1 for b in bits)
 
 
 def test_a_mask_of_some_keys_matches_a_filter_of_more():

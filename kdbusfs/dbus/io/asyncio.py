@@ -17,21 +17,14 @@ task of its own.
 from __future__ import annotations
 
 import asyncio
-import errno
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from jeepney import Message
 
-from .. import errors
-from ..bus import BusBase, reply_body
-from ..errors import DBusError
+from ..bus import BusBase
 from ..peer import Peer
 from ..rules import MatchRule
-from ..wire import DEFAULT_REPLY_TIMEOUT
-
-#: Extra time a call waits after its deadline for the kernel's REPLY_TIMEOUT.
-_GRACE = 1.0
 
 
 class SignalQueue(asyncio.Queue):
@@ -60,7 +53,6 @@ class AsyncioBus(BusBase):
         super().__init__(peer)
         self._loop = loop
         self._tasks: set[asyncio.Task] = set()
-        self._queues: list[SignalQueue] = []
 
     def _new_waiter(self) -> asyncio.Future:
         return self._loop.create_future()
@@ -68,6 +60,12 @@ class AsyncioBus(BusBase):
     def _complete(self, waiter: asyncio.Future, msg: Message) -> None:
         if not waiter.done():
             waiter.set_result(msg)
+
+    async def _wait_reply(self, waiter: asyncio.Future, seconds: float) -> Message | None:
+        try:
+            return await asyncio.wait_for(waiter, seconds)
+        except asyncio.TimeoutError:
+            return None
 
     def _spawn_handler(self, msg: Message) -> None:
         task = self._loop.create_task(self._answer(msg))
@@ -79,25 +77,7 @@ class AsyncioBus(BusBase):
             self._pump()
         except OSError as e:
             self._loop.remove_reader(self.peer.fileno())
-            reason = "the bus connection was reset" if e.errno == errno.ECONNRESET else str(e)
-            self._fail_all(DBusError(errors.DISCONNECTED, reason))
-            for q in self._queues:
-                q.close()
-
-    async def call_message(self, destination, path, interface, member, signature="", body=(),
-                           *, timeout: float = DEFAULT_REPLY_TIMEOUT,
-                           no_auto_start: bool = False) -> Message:
-        msg = self.method_call(destination, path, interface, member, signature, body,
-                               no_auto_start=no_auto_start)
-        serial, waiter = self._start_call(msg, timeout)
-        try:
-            reply = await asyncio.wait_for(waiter, timeout + _GRACE)
-        except asyncio.TimeoutError:
-            raise DBusError(errors.NO_REPLY, f"no reply to {member} within {timeout} s") from None
-        finally:
-            self._forget_call(serial)
-        reply_body(reply)  # raises for an error reply
-        return reply
+            self._disconnected(e)
 
     @asynccontextmanager
     async def subscribe(self, rule: str | MatchRule, *, max_buffer: int = 0
@@ -107,11 +87,9 @@ class AsyncioBus(BusBase):
         bound; signals that find it full are dropped and counted)."""
         queue = SignalQueue(max_buffer)
         sub = self._add_subscription(rule, queue)
-        self._queues.append(queue)
         try:
             yield queue
         finally:
-            self._queues.remove(queue)
             self._remove_subscription(sub)
 
     async def _close(self) -> None:

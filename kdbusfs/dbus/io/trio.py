@@ -17,7 +17,6 @@ a task of its own).
 
 from __future__ import annotations
 
-import errno
 import math
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -25,15 +24,9 @@ from typing import AsyncIterator
 import trio
 from jeepney import Message
 
-from .. import errors
-from ..bus import BusBase, reply_body
-from ..errors import DBusError
+from ..bus import BusBase
 from ..peer import Peer
 from ..rules import MatchRule
-from ..wire import DEFAULT_REPLY_TIMEOUT
-
-#: Extra time a call waits after its deadline for the kernel's REPLY_TIMEOUT.
-_GRACE = 1.0
 
 
 class _Waiter:
@@ -45,13 +38,17 @@ class _Waiter:
 
 
 class _ChannelQueue:
-    """put_nowait() onto a trio memory channel (what BusBase expects of a queue)."""
+    """put_nowait() onto a trio memory channel, close() closes it (what
+    BusBase expects of a queue)."""
 
     def __init__(self, channel: trio.MemorySendChannel):
         self.channel = channel
 
     def put_nowait(self, msg: Message) -> None:
         self.channel.send_nowait(msg)
+
+    def close(self) -> None:
+        self.channel.close()
 
 
 class TrioBus(BusBase):
@@ -60,7 +57,6 @@ class TrioBus(BusBase):
     def __init__(self, peer: Peer, nursery: trio.Nursery):
         super().__init__(peer)
         self._nursery = nursery
-        self._channels: list[trio.MemorySendChannel] = []
 
     def _new_waiter(self) -> _Waiter:
         return _Waiter()
@@ -68,6 +64,11 @@ class TrioBus(BusBase):
     def _complete(self, waiter: _Waiter, msg: Message) -> None:
         waiter.message = msg
         waiter.event.set()
+
+    async def _wait_reply(self, waiter: _Waiter, seconds: float) -> Message | None:
+        with trio.move_on_after(seconds):
+            await waiter.event.wait()
+        return waiter.message
 
     def _spawn_handler(self, msg: Message) -> None:
         self._nursery.start_soon(self._answer, msg)
@@ -82,28 +83,6 @@ class TrioBus(BusBase):
                 return
             await trio.lowlevel.wait_readable(fd)
 
-    def _disconnected(self, e: OSError) -> None:
-        reason = "the bus connection was reset" if e.errno == errno.ECONNRESET else str(e)
-        self._fail_all(DBusError(errors.DISCONNECTED, reason))
-        for channel in self._channels:
-            channel.close()
-
-    async def call_message(self, destination, path, interface, member, signature="", body=(),
-                           *, timeout: float = DEFAULT_REPLY_TIMEOUT,
-                           no_auto_start: bool = False) -> Message:
-        msg = self.method_call(destination, path, interface, member, signature, body,
-                               no_auto_start=no_auto_start)
-        serial, waiter = self._start_call(msg, timeout)
-        try:
-            with trio.move_on_after(timeout + _GRACE):
-                await waiter.event.wait()
-        finally:
-            self._forget_call(serial)
-        if waiter.message is None:
-            raise DBusError(errors.NO_REPLY, f"no reply to {member} within {timeout} s")
-        reply_body(waiter.message)  # raises for an error reply
-        return waiter.message
-
     @asynccontextmanager
     async def subscribe(self, rule: str | MatchRule, *, max_buffer: float = math.inf
                         ) -> AsyncIterator[trio.MemoryReceiveChannel]:
@@ -112,12 +91,10 @@ class TrioBus(BusBase):
         find the channel full (``max_buffer``) are dropped and counted."""
         send, receive = trio.open_memory_channel(max_buffer)
         sub = self._add_subscription(rule, _ChannelQueue(send))
-        self._channels.append(send)
         try:
             async with receive:
                 yield receive
         finally:
-            self._channels.remove(send)
             send.close()
             self._remove_subscription(sub)
 
