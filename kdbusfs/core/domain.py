@@ -38,7 +38,7 @@ MAX_CONNS_PER_USER = limits.KDBUS_USER_MAX_CONN
 # kdbusfs: pools are the server's memory, so the pool bytes of one real uid
 # are capped (HELLO gives ENOMEM beyond).  Every byte the server keeps for
 # messages and results lives in some pool, so this bounds what one user
-# can make the server hold.  KDBUSFS_USER_POOL_BYTES overrides it.
+# can make the server hold (the server's KDBUSFS_USER_POOL_BYTES overrides it).
 MAX_POOL_BYTES_PER_USER = 4 << 30
 _INFO = struct.Struct("<QQQ")
 _SPECIAL = K.KDBUS_HELLO_ACTIVATOR | K.KDBUS_HELLO_POLICY_HOLDER | K.KDBUS_HELLO_MONITOR
@@ -61,7 +61,8 @@ def _info_record(id_: int, flags: int, items: list[bytes]) -> bytes:
 
 class Domain:
     def __init__(self, *, clock=time.monotonic_ns, realtime=time.time_ns,
-                 random_bytes=os.urandom, store_factory=AnonymousStore, proc_visible=None):
+                 random_bytes=os.urandom, store_factory=AnonymousStore, proc_visible=None,
+                 max_pool_bytes=MAX_POOL_BYTES_PER_USER):
         self.clock = clock
         self.realtime = realtime
         self.random_bytes = random_bytes
@@ -76,8 +77,7 @@ class Domain:
         self.bus_count: Counter = Counter()
         self.conn_count: Counter = Counter()
         self.pool_bytes: Counter = Counter()     # per real uid, until RELEASE
-        self.max_pool_bytes = int(os.environ.get("KDBUSFS_USER_POOL_BYTES",
-                                                 MAX_POOL_BYTES_PER_USER))
+        self.max_pool_bytes = max_pool_bytes
         self.effects: list = []
         self._timers: list = []
         self._timer_seq = itertools.count()

@@ -18,7 +18,7 @@ import time
 import trio
 
 from ..core import effects as fx
-from ..core.domain import Domain, ReleaseFds
+from ..core.domain import MAX_POOL_BYTES_PER_USER, Domain, ReleaseFds
 from ..fuse.ops import (DEFERRED, DT_DIR, DT_REG, AttrReply, DirEntry, Entry, FuseError,
                         OpenReply, Operations, StatFs)
 from . import fdpass
@@ -37,9 +37,14 @@ POLLHUP_BITS = select.POLLERR | select.POLLHUP
 PAGE = 4096
 
 
+def _pool_bytes_limit() -> int:
+    """Pool bytes one uid may hold (a kdbusfs limit; see core/domain.py)."""
+    return int(os.environ.get("KDBUSFS_USER_POOL_BYTES", MAX_POOL_BYTES_PER_USER))
+
+
 class KdbusFS(Operations):
     def __init__(self, domain: Domain | None = None):
-        self.domain = domain or Domain()
+        self.domain = domain or Domain(max_pool_bytes=_pool_bytes_limit())
         self.domain.install_fds = fdpass.install     # receivers' fd channels
         fdpass.raise_fd_limit()
         self.tree = Tree()
