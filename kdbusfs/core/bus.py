@@ -209,7 +209,8 @@ class Bus:
         or tell an async requester with a REPLY_* notification."""
         if not r.alive:
             return
-        r.alive = False
+        # consume() marks it dead and gives the requester its slot back
+        # (marking it dead here first leaked one of the 128, ABI §1.4)
         self.domain.consume(r)
         if r.sync:
             self.domain.wake(r, error, None)

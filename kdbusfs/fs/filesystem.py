@@ -405,3 +405,5 @@ class KdbusFS(Operations):
                 e.token.complete(e.error, e.reply)
             elif t is ReleaseFds:
                 self.release_fds(e.fds)
+            elif t is fx.NodeRemoved:
+                self.tree.bus_gone(e.node)

@@ -53,6 +53,15 @@ class Tree:
             n = self.bus_nodes[bus] = self.new_node(BUSDIR, bus)
         return n
 
+    def bus_gone(self, bus) -> None:
+        """A bus died: its directory node goes now, unless the kernel still
+        holds lookups on it (then its FORGET removes it).  A node kept for a
+        bus nobody looked up would keep the whole Bus alive forever."""
+        n = self.bus_nodes.get(bus)
+        if n is not None and n.lookups <= 0:
+            del self.bus_nodes[bus]
+            self.nodes.pop(n.id, None)
+
     def forget(self, nodeid: int, nlookup: int) -> None:
         n = self.nodes.get(nodeid)
         if n is None or nodeid in (ROOT_ID, CONTROL_ID):
