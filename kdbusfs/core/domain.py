@@ -243,6 +243,9 @@ class Domain:
         if conn.kind == MONITOR:
             bus.monitors.remove(conn)
         self.conn_count[conn.user_key] -= 1
+        if not self.conn_count[conn.user_key]:
+            # a custom endpoint's accounting user is unique: drop its entry
+            del self.conn_count[conn.user_key]
         bus.registry.release_all(conn)
         # queued requests will never be answered.  Their trackers end below
         # with the others we owe, so an async requester hears REPLY_DEAD

@@ -18,6 +18,7 @@ import time
 import trio
 
 from ..core import effects as fx
+from ..core.bus import Bus
 from ..core.domain import MAX_POOL_BYTES_PER_USER, Domain, ReleaseFds
 from ..fuse.ops import (DEFERRED, DT_DIR, DT_REG, AttrReply, DirEntry, Entry, FuseError,
                         OpenReply, Operations, StatFs)
@@ -406,4 +407,20 @@ class KdbusFS(Operations):
             elif t is ReleaseFds:
                 self.release_fds(e.fds)
             elif t is fx.NodeRemoved:
-                self.tree.bus_gone(e.node)
+                self._node_removed(e.node)
+
+    def _node_removed(self, obj) -> None:
+        """A bus or custom endpoint died.  The kernel keeps the dentry of a
+        name it looked up, and with it the inodes under it, until told
+        otherwise; our nodes for them (holding the Bus, the connections
+        opened there) go only with their FORGET: invalidate the name.  A bus
+        directory nobody looked up has no dentry: its node goes now."""
+        if isinstance(obj, Bus):
+            n = self.tree.bus_nodes.get(obj)
+            if n is not None and n.lookups > 0 and self.session is not None:
+                self.session.notify_inval_entry(ROOT_ID, obj.name.encode("latin-1"))
+            self.tree.bus_gone(obj)
+        else:       # a custom endpoint: its name lives in the bus directory
+            n = self.tree.bus_nodes.get(obj.bus)
+            if n is not None and self.session is not None:
+                self.session.notify_inval_entry(n.id, obj.name.encode("latin-1"))

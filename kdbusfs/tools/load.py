@@ -323,6 +323,9 @@ def run(seconds: float = 30, conns: int = 1000, procs: int = 8, groups: int = 32
             res["problems"].append(f"server exit {res['server_exit']} on unmount")
         if srv.exceptions():
             res["problems"].append(f"{srv.exceptions()} exception(s) in the server log")
+        warned = [ln for ln in srv.log().splitlines() if "Warning" in ln]
+        if warned:
+            res["problems"].append(f"{len(warned)} warning(s) in the server log: {warned[:3]}")
         res["server_log_problems"] = srv.problems()[:20]
         res["elapsed"] = round(time.monotonic() - t0, 1)
         res["ok"] = not res["problems"] and res.get("lost") == 0 \

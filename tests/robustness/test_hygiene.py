@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -133,18 +134,55 @@ def test_a_mount_gives_everything_back(pushed):
     assert len(os.listdir("/proc/self/fd")) == my_fds
 
 
-def test_buses_that_come_and_go_leave_nothing_behind():
-    """Found by scripts/fuzz: a bus directory node was dropped only on the
-    kernel's FORGET, so a bus nobody looked up (made and closed) stayed in
-    the server forever, about 4 KB each (kdbusfs/fs/tree.py bus_gone)."""
+def _make_endpoint(bus_path: str, name: str) -> int:
+    """ENDPOINT_MAKE on a fresh fd of the bus: the endpoint-owner fd."""
+    from kdbusfs.abi import constants as K
+    from kdbusfs.abi.items import encode_item
+    from kdbusfs.tools.fuzz import Memory, raw_ioctl
+    fd = os.open(bus_path, os.O_RDWR)
+    item = encode_item(K.KDBUS_ITEM_MAKE_NAME, name.encode() + b"\0")
+    rc = raw_ioctl(fd, K.KDBUS_CMD_ENDPOINT_MAKE,
+                   Memory().put(struct.pack("<QQQ", 24 + len(item), 0, 0) + item))
+    assert rc == 0, rc
+    return fd
+
+
+def test_buses_and_endpoints_that_come_and_go_leave_nothing_behind():
+    """Found with scripts/fuzz: the server kept every dead bus and custom
+    endpoint it had a node for: a bus directory nobody looked up forever
+    (~4 KB each), and anything the kernel had looked up (an endpoint, a bus
+    directory, with the connections opened through them: ~6 KB each) until
+    a FORGET that never came, because nothing told the kernel to drop the
+    name (kdbusfs/fs/filesystem.py _node_removed, tree.py bus_gone)."""
     srv = Server().start()
     try:
-        for i in range(200):                            # warm up the allocator
-            make_bus(srv.path, f"warm{i}").close()
-        before = srv.status()["VmRSS"]
-        for i in range(2000):
-            make_bus(srv.path, f"b{i}").close()
-        grew = srv.status()["VmRSS"] - before           # KiB; the leak was ~8600
-        assert grew < 2048, f"the server grew {grew} KiB for 2000 buses made and closed"
+        def grows(fn, n):
+            for i in range(100):                        # warm up the allocator
+                fn(f"w{i}")
+            before = srv.status()["VmRSS"]
+            for i in range(n):
+                fn(f"x{i}")
+            time.sleep(0.3)
+            return srv.status()["VmRSS"] - before       # KiB
+
+        def bus_unseen(tag):
+            make_bus(srv.path, tag).close()
+
+        def bus_seen(tag):
+            with make_bus(srv.path, "s" + tag) as b:
+                Connection.open(b.path).close()
+
+        host = make_bus(srv.path, "host", access="world")
+
+        def endpoint(tag):
+            name = f"0-e{tag}"
+            fd = _make_endpoint(host.path, name)
+            Connection.open(os.path.join(host.dir, name)).close()
+            os.close(fd)
+
+        grew = (grows(bus_unseen, 2000), grows(bus_seen, 1000), grows(endpoint, 1000))
+        # before the fixes: about (9600, 9300, 6500) KiB
+        assert max(grew) < 2048, grew
+        host.close()
     finally:
         srv.cleanup()
