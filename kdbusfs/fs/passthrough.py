@@ -4,24 +4,16 @@ When the server runs as root in the initial user namespace, FUSE can hand
 an open file's mmap() straight to a backing file (FUSE_PASSTHROUGH).  Each
 connection's pool then is a memfd the server has mapped read-write: a
 message written into it is visible to the receiver at once, with no page
-push through the kernel and no writer thread on the path.  The memfd is
-sealed against growing, shrinking and new writable mappings, so a client
-can never map its pool writable (the ABI's EPERM) while the server keeps
-writing through the mapping it made first.
+push through the kernel and no writer thread on the path.
 """
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 
 from ..core.pool import MappedStore
 
-F_ADD_SEALS = 1033
-F_SEAL_SHRINK = 0x2
-F_SEAL_GROW = 0x4
-F_SEAL_FUTURE_WRITE = 0x10
 
 
 def in_initial_user_namespace() -> bool:
@@ -39,14 +31,18 @@ def wanted() -> bool:
 
 
 def new_pool_file() -> int:
-    return os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    return os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC)
 
 
 class MemfdStore(MappedStore):
-    """A pool store over the connection's memfd, sealed once mapped."""
+    """A pool store over the connection's memfd.
+
+    Not sealed: seals would not stop a writable mapping (mmap checks them
+    against the FUSE file, not the memfd), and a HELLO that fails after
+    making the store must leave the fd fresh, its memfd resizable for the
+    next HELLO (ABI §3)."""
 
     def __init__(self, fd: int, size: int):
         os.ftruncate(fd, size)
         super().__init__(mmap.mmap(fd, size, mmap.MAP_SHARED,
                                    mmap.PROT_READ | mmap.PROT_WRITE), size)
-        fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE)

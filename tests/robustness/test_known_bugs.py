@@ -1,7 +1,5 @@
-"""Server bugs the robustness work found and did not fix (docs/robustness.md,
-"Bugs found").  Each is xfail(strict) where it happens (passthrough pools),
-so the marker must go when it is fixed; pushed pools show the behaviour the
-ABI wants."""
+"""Regressions for server bugs the robustness work found (docs/robustness.md,
+"Bugs found"), in both ways pools reach clients."""
 
 from __future__ import annotations
 
@@ -19,18 +17,10 @@ from kdbusfs.tools.server import Server
 
 pytestmark = pytest.mark.timeout(60, method="thread")
 
-XFAIL_PASSTHROUGH = {
-    "hello": "passthrough pools: a HELLO that fails after its pool was made (e.g. an activator "
-             "with a bad POLICY_ACCESS) leaves the open's memfd sealed (F_SEAL_FUTURE_WRITE, "
-             "SHRINK, GROW; kdbusfs/fs/passthrough.py MemfdStore); every later HELLO on that fd "
-             "raises PermissionError in the server and the caller gets EIO",
-}
 
-
-def modes(which):
+def modes():
     return pytest.mark.parametrize("pushed", [
-        pytest.param(False, id="passthrough",
-                     marks=pytest.mark.xfail(strict=True, reason=XFAIL_PASSTHROUGH[which])),
+        pytest.param(False, id="passthrough"),
         pytest.param(True, id="pushed"),
     ])
 
@@ -54,7 +44,7 @@ def _hello(mem, fd, flags, pool, items=b""):
     return raw_ioctl(fd, K.KDBUS_CMD_HELLO, mem.put(bytes(head) + items))
 
 
-@modes("hello")
+@modes()
 def test_hello_again_after_a_hello_that_failed_late(server, pushed):
     """ABI §3: a failed HELLO leaves the fd fresh; the next one may succeed."""
     mem = Memory()
