@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from kdbusfs.client import Connection, make_bus
-from tests.integration.conftest import mount  # noqa: F401  (re-exported fixture)
+# re-exported fixtures: a fresh mount, a bus on it, connections on the bus
+from tests.integration.conftest import bus, connect, mount  # noqa: F401
 
 try:  # the mount fixture's own dependencies, when it has any
     from tests.integration.conftest import mount_base  # noqa: F401
@@ -33,31 +33,6 @@ def eventually(fn, expected, timeout: float = 5.0):
         time.sleep(0.01)
 
 
-@pytest.fixture
-def bus(mount):  # noqa: F811
-    """A bus on a fresh mount, world-accessible; closed afterwards."""
-    b = make_bus(mount.path, "test", access="world")
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def connect(bus):
-    """connect(**kw) -> a new Connection on ``bus``; all closed afterwards."""
-    opened: list[Connection] = []
-
-    def _connect(**kwargs) -> Connection:
-        c = Connection.open(bus.path, **kwargs)
-        opened.append(c)
-        return c
-
-    try:
-        yield _connect
-    finally:
-        for c in opened:
-            c.close()
 
 
 @pytest.fixture(scope="session")

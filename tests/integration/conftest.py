@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from kdbusfs.client import Connection, make_bus
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -108,3 +110,30 @@ def _mount(mount_base, pushed):
         log = m.server_log()
         # The server must never log an unexpected exception.
         assert "Traceback" not in log, log
+
+
+@pytest.fixture
+def bus(mount):
+    """A bus on a fresh mount, world-accessible; closed afterwards."""
+    b = make_bus(mount.path, "test", access="world")
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def connect(bus):
+    """connect(**kw) -> a new Connection on ``bus``; all closed afterwards."""
+    opened: list[Connection] = []
+
+    def _connect(**kwargs) -> Connection:
+        c = Connection.open(bus.path, **kwargs)
+        opened.append(c)
+        return c
+
+    try:
+        yield _connect
+    finally:
+        for c in opened:
+            c.close()

@@ -35,29 +35,6 @@ QUEUE = C.KDBUS_NAME_QUEUE
 
 
 # -- fixtures and helpers ------------------------------------------------------------
-@pytest.fixture
-def bus(mount):
-    b = make_bus(mount.path, "sem", access="world")
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def connect(bus):
-    opened: list[Connection] = []
-
-    def _connect(**kw) -> Connection:
-        c = Connection.open(bus.path, **kw)
-        opened.append(c)
-        return c
-
-    try:
-        yield _connect
-    finally:
-        for c in opened:
-            c.close()
 
 
 @pytest.fixture
