@@ -418,6 +418,12 @@ class KdbusFS(Operations):
         if isinstance(obj, Bus):
             n = self.tree.bus_nodes.get(obj)
             if n is not None and n.lookups > 0 and self.session is not None:
+                # the names in it first: invalidating the directory alone
+                # leaves a child dentry whose file is still open hashed, and
+                # after the close it pins its inode (no FORGET) until the
+                # kernel is short of memory
+                for name in obj.endpoints:
+                    self.session.notify_inval_entry(n.id, name.encode("latin-1"))
                 self.session.notify_inval_entry(ROOT_ID, obj.name.encode("latin-1"))
             self.tree.bus_gone(obj)
         else:       # a custom endpoint: its name lives in the bus directory
