@@ -763,6 +763,8 @@ def run(seconds: float, workers: int = 2, child_seconds: float = 4.0, grace: flo
     its watchdog, "kill_server" SIGKILLs the server a second in."""
     seed = random.randrange(1 << 32) if seed is None else seed
     rng = random.Random(seed)
+    if inject == "hang":
+        kill_rate = 0.0     # a random SIGKILL would end the injected hang early
     srv = Server(pushed=pushed).start()
     t_start = time.monotonic()
     base_fds = srv.fds()
